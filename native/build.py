@@ -44,4 +44,5 @@ ffibuilder.set_source(
 
 if __name__ == "__main__":
     os.chdir(os.path.dirname(HERE))
-    ffibuilder.compile(tmpdir=".", verbose=False)
+    # The same file name pip gives the module, so a dev build never shadows an install.
+    ffibuilder.compile(tmpdir=".", target="_native.abi3.so", verbose=False)

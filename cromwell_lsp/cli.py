@@ -1,0 +1,101 @@
+"""The `cromwell` command line.
+
+Subcommands print human-readable text by default; with --json they print exactly one JSON
+document on stdout (progress goes to stderr), with snake_case keys carrying their units.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+
+from . import __version__
+
+
+def _cpu_model() -> str:
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def info() -> dict:
+    """What this installation runs on: version, kernels, ISA, threads."""
+    import numpy as np
+
+    from . import kernels
+
+    return {
+        "version": __version__,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "cpu": _cpu_model(),
+        "native_kernels": kernels.native_available(),
+        "isa": kernels.isa(),
+        "isas_supported": kernels.supported_isas(),
+        "threads": kernels.threads(),
+        "cores": kernels.num_cores(),
+    }
+
+
+def _cmd_info(args) -> int:
+    data = info()
+    if args.json:
+        print(json.dumps(data))
+        return 0
+    width = max(len(k) for k in data)
+    for key, value in data.items():
+        if isinstance(value, list):
+            value = ", ".join(value)
+        print(f"{key.replace('_', ' '):<{width}}  {value}")
+    return 0
+
+
+def _cmd_bench(args) -> int:
+    from . import kernels
+
+    if args.threads is not None:
+        kernels.set_threads(args.threads)
+    if args.what == "kernels":
+        from .eval.bench_kernels import format_table, run
+
+        result = run(only=args.only, quick=args.quick)
+        print(json.dumps(result) if args.json else format_table(result))
+        return 0
+    raise SystemExit(f"unknown benchmark {args.what!r}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cromwell", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"cromwell {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("info", help="version, kernel ISA and threads")
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+    p.set_defaults(func=_cmd_info)
+
+    p = sub.add_parser("bench", help="benchmarks that print numbers")
+    p.add_argument("what", choices=["kernels"], help="what to measure")
+    p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+    p.add_argument("--threads", type=int, default=None, help="kernel threads (default: cores)")
+    p.add_argument("--only", default=None, help="only kernels whose name contains this text")
+    p.add_argument("--quick", action="store_true", help="smaller shapes and fewer repeats")
+    p.set_defaults(func=_cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ValueError as exc:
+        print(f"cromwell: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
