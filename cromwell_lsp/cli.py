@@ -69,6 +69,29 @@ def _cmd_bench(args) -> int:
     raise SystemExit(f"unknown benchmark {args.what!r}")
 
 
+def _cmd_train(args) -> int:
+    from pathlib import Path
+
+    def log(msg):
+        print(msg, file=sys.stderr)
+
+    if args.what == "corpus":
+        from .training import corpus
+
+        manifest = corpus.build(Path(args.out), cache=Path(args.cache) if args.cache else None,
+                                packages=[] if args.stdlib_only else corpus.PACKAGES, log=log)
+        summary = {k: v for k, v in manifest.items() if k != "sources"}
+        print(json.dumps(summary if args.json else manifest, indent=None if args.json else 2))
+        return 0
+    if args.what == "tokenizer":
+        from .training import tokenizer
+
+        report = tokenizer.train(Path(args.corpus), Path(args.out), args.vocab, log=log)
+        print(json.dumps(report))
+        return 0
+    raise SystemExit(f"unknown training step {args.what!r}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cromwell", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"cromwell {__version__}")
@@ -85,11 +108,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", default=None, help="only kernels whose name contains this text")
     p.add_argument("--quick", action="store_true", help="smaller shapes and fewer repeats")
     p.set_defaults(func=_cmd_bench)
+
+    p = sub.add_parser("train", help="build the corpus, the tokenizer, train and export")
+    p.add_argument("what", choices=["corpus", "tokenizer"], help="which step")
+    p.add_argument("--out", default=None, help="output (corpus: a folder; tokenizer: a .json)")
+    p.add_argument("--corpus", default="runs/corpus", help="corpus folder (tokenizer step)")
+    p.add_argument("--cache", default=None, help="folder for downloaded wheels")
+    p.add_argument("--stdlib-only", action="store_true", help="corpus from the standard library only")
+    p.add_argument("--vocab", type=int, default=16384, help="tokenizer vocabulary size")
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+    p.set_defaults(func=_cmd_train)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "what", None) in ("corpus", "tokenizer") and args.out is None:
+        args.out = "runs/corpus" if args.what == "corpus" else "runs/tokenizer.json"
     try:
         return args.func(args)
     except ValueError as exc:

@@ -1,0 +1,89 @@
+"""The tokenizer the engine and the server use: byte-level BPE (tokenizer.json, written by
+`cromwell train tokenizer`) behind a small wrapper.
+
+Special tokens (fixed ids, in this order): end of text, fill-in-the-middle prefix / suffix
+/ middle, file separator, the explain and repair tasks, image, padding.  They enter a
+sequence only through `special(name)`: when a document happens to contain the text of a
+special token (say, source code that mentions "<|endoftext|>"), `encode` splits that text
+so it is tokenized as ordinary characters.  A file can therefore never inject a control
+token, and decode(encode(text)) == text for every string.
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+SPECIAL_TOKENS = (
+    "<|endoftext|>", "<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>", "<|file_sep|>",
+    "<|explain|>", "<|repair|>", "<|image|>", "<|pad|>",
+)
+
+
+class TokenizerError(ValueError):
+    pass
+
+
+class Tokenizer:
+    """encode(text) -> ids, decode(ids) -> text, special(name) -> id."""
+
+    def __init__(self, path: str | Path):
+        try:
+            from tokenizers import Tokenizer as HFTokenizer
+        except ImportError as exc:  # pragma: no cover
+            raise TokenizerError("the `tokenizers` package is missing: pip install tokenizers") from exc
+        path = Path(path)
+        try:
+            data = path.read_bytes()
+            self._tok = HFTokenizer.from_str(data.decode("utf-8"))
+        except (OSError, UnicodeDecodeError, Exception) as exc:
+            raise TokenizerError(f"{path}: not a readable tokenizer.json ({exc}). HINT: rebuild "
+                                 "it with `cromwell train tokenizer`") from exc
+        self.path = path
+        self.sha256 = hashlib.sha256(data).hexdigest()
+        self.ids = {}
+        for name in SPECIAL_TOKENS:
+            tid = self._tok.token_to_id(name)
+            if tid is None:
+                raise TokenizerError(f"{path}: special token {name} is missing")
+            self.ids[name] = tid
+        self.vocab_size = self._tok.get_vocab_size()
+
+    def special(self, name: str) -> int:
+        return self.ids[name if name.startswith("<|") else f"<|{name}|>"]
+
+    def is_special(self, tid: int) -> bool:
+        return tid in self.ids.values()
+
+    def _pieces(self, text: str) -> list[str]:
+        """Cut text inside every occurrence of a special token's text."""
+        cuts = []
+        for name in SPECIAL_TOKENS:
+            start = text.find(name)
+            while start >= 0:
+                cuts.append(start + 1)
+                start = text.find(name, start + 1)
+        if not cuts:
+            return [text]
+        bounds = [0] + sorted(set(cuts)) + [len(text)]
+        return [text[a:b] for a, b in zip(bounds, bounds[1:]) if b > a]
+
+    def encode(self, text: str) -> list[int]:
+        ids: list[int] = []
+        for piece in self._pieces(text):
+            ids.extend(self._tok.encode(piece, add_special_tokens=False).ids)
+        return ids
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        if not any("<|" in t for t in texts):
+            return [e.ids for e in self._tok.encode_batch(texts, add_special_tokens=False)]
+        return [self.encode(t) for t in texts]
+
+    def decode(self, ids, skip_special: bool = True) -> str:
+        ids = [int(i) for i in ids]
+        if skip_special:
+            ids = [i for i in ids if not self.is_special(i)]
+        return self._tok.decode(ids, skip_special_tokens=False)
+
+    def token_bytes(self, tid: int) -> str:
+        """The text of one token (may be a partial UTF-8 sequence shown with U+FFFD)."""
+        return self._tok.decode([int(tid)], skip_special_tokens=False)
