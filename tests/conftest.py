@@ -28,3 +28,21 @@ def rel_err(got, ref):
     if ref.size == 0:
         return 0.0
     return float(np.max(np.abs(got - ref)) / max(np.max(np.abs(ref)), 1e-30))
+
+
+@pytest.fixture(scope="session")
+def small_tokenizer(tmp_path_factory):
+    """A real 600-token BPE trained (in about a second) on the stdlib json package and
+    one file that spells a special token; returns (Tokenizer, training report)."""
+    from cromwell_lsp.model.tokenizer import Tokenizer
+    from cromwell_lsp.training import corpus, tokenizer
+    from tests.test_corpus import GOOD
+
+    root = tmp_path_factory.mktemp("tok")
+    src = corpus.stdlib_source()
+    src.files = [f for f in src.files if f[1] and f[0].startswith("stdlib/json/")]
+    src.files.append(("stdlib/fake.py", 'SENTINEL = "<|endoftext|>"\n' + GOOD))
+    corpus.build(root / "corpus", sources=[src], log=lambda *a: None)
+    report = tokenizer.train(root / "corpus", root / "tokenizer.json", vocab_size=600,
+                             log=lambda *a: None)
+    return Tokenizer(root / "tokenizer.json"), report

@@ -7,7 +7,6 @@ import pytest
 
 from cromwell_lsp.model.tokenizer import SPECIAL_TOKENS, Tokenizer, TokenizerError
 from cromwell_lsp.training import corpus as C
-from cromwell_lsp.training import tokenizer as T
 
 GOOD = textwrap.dedent('''
     """A small module with ordinary code."""
@@ -103,17 +102,6 @@ def test_build_manifest_counts_and_split(tmp_path):
     again = C.build(tmp_path / "again", sources=_sources(), log=lambda *a: None)
     assert again["val_files"] == manifest["val_files"]  # the split depends on content only
     assert json.loads((tmp_path / "manifest.json").read_text())["sources"][1]["skipped"]
-
-
-@pytest.fixture(scope="module")
-def small_tokenizer(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tok")
-    src = C.stdlib_source()
-    src.files = [f for f in src.files if f[1] and f[0].startswith("stdlib/json/")] + \
-        [("stdlib/fake.py", 'SENTINEL = "<|endoftext|>"\n' + GOOD)]
-    C.build(root / "corpus", sources=[src], log=lambda *a: None)
-    report = T.train(root / "corpus", root / "tokenizer.json", vocab_size=600, log=lambda *a: None)
-    return Tokenizer(root / "tokenizer.json"), report
 
 
 def test_tokenizer_round_trip_and_specials(small_tokenizer):

@@ -1,0 +1,223 @@
+"""The training task mixture, as text-level examples turned into token sequences.
+
+Every example is a list of segments: (kind, payload).  `kind` is "special" (a special
+token's name), "text" (tokenized on its own, so segment boundaries are token boundaries,
+as they are at inference) or "image" (a rendered screenshot, see screenshots.py).  The
+loss covers every text token of the causal and FIM tasks, and only the answer of the
+explain, repair and screenshot tasks (the segments after the answer marker).
+
+Formats (the server builds its prompts with the same functions):
+  file      <file_sep> path \n source <eot>
+  FIM PSM   <fim_prefix> prefix <fim_suffix> suffix <fim_middle> middle <eot>
+  FIM SPM   <fim_prefix> <fim_suffix> suffix <fim_middle> prefix middle <eot>
+            (the editor order: the prefix sits last, so typing only appends tokens and
+            the per-document KV cache stays valid; the completion continues the prefix)
+  explain   <explain> code <fim_middle> one-paragraph explanation <eot>
+  repair    <repair> broken code <fim_middle> fixed code <eot>
+  image     <image> [vision tokens] <fim_middle> code <eot>
+"""
+from __future__ import annotations
+
+import ast
+import random
+import re
+import textwrap
+from dataclasses import dataclass, field
+
+FIM_RATE = 0.5
+SPM_SHARE = 0.5
+
+
+@dataclass
+class Example:
+    task: str
+    segments: list = field(default_factory=list)  # (kind, payload)
+    answer_from: int = 0  # index of the first segment the loss covers
+
+
+def file_example(path: str, text: str) -> Example:
+    return Example("lm", [("special", "file_sep"), ("text", f"{path}\n{text}"),
+                          ("special", "endoftext")])
+
+
+def fim_split(text: str, rng: random.Random) -> tuple[str, str, str]:
+    """Cut text into prefix, middle, suffix at two random points; half the time the middle
+    is whole lines (a block), otherwise it starts mid-line (the rest-of-line case)."""
+    n = len(text)
+    if rng.random() < 0.5:
+        starts = [m.end() for m in re.finditer("\n", text)]
+        starts = [0] + starts[:-1] if starts else [0]
+        a = rng.choice(starts)
+        ends = [m.end() for m in re.finditer("\n", text[a:])][: rng.randint(1, 12)]
+        b = a + (ends[-1] if ends else n - a)
+    else:
+        a = rng.randrange(n + 1)
+        line_end = text.find("\n", a)
+        b = n if line_end < 0 else line_end
+        if rng.random() < 0.3:
+            b = min(n, a + rng.randint(0, 400))
+    return text[:a], text[a:b], text[b:]
+
+
+def fim_example(text: str, rng: random.Random, spm: bool | None = None) -> Example:
+    prefix, middle, suffix = fim_split(text, rng)
+    spm = rng.random() < SPM_SHARE if spm is None else spm
+    if spm:
+        segs = [("special", "fim_prefix"), ("special", "fim_suffix"), ("text", suffix),
+                ("special", "fim_middle"), ("text", prefix), ("text", middle),
+                ("special", "endoftext")]
+        return Example("fim_spm", segs)
+    segs = [("special", "fim_prefix"), ("text", prefix), ("special", "fim_suffix"),
+            ("text", suffix), ("special", "fim_middle"), ("text", middle),
+            ("special", "endoftext")]
+    return Example("fim_psm", segs)
+
+
+def lm_or_fim(path: str, text: str, rng: random.Random) -> Example:
+    return fim_example(text, rng) if rng.random() < FIM_RATE else file_example(path, text)
+
+
+# ---- explain: code -> docstring ------------------------------------------------------
+def _first_paragraph(doc: str) -> str:
+    para = textwrap.dedent(doc).strip().split("\n\n")[0]
+    return " ".join(line.strip() for line in para.splitlines())
+
+
+def explain_pairs(text: str, min_words: int = 4) -> list[tuple[str, str]]:
+    """(code without its docstring, first paragraph of the docstring) for every function
+    and class with a docstring of at least `min_words` words."""
+    try:
+        tree = ast.parse(text)
+    except (SyntaxError, ValueError, RecursionError):
+        return []
+    lines = text.splitlines(keepends=True)
+    pairs = []
+    for node in ast.walk(tree):
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            continue
+        doc = ast.get_docstring(node, clean=True)
+        body = node.body
+        if not doc or not isinstance(body[0], ast.Expr) or len(doc.split()) < min_words:
+            continue
+        start = min([d.lineno for d in node.decorator_list] + [node.lineno]) - 1
+        d0, d1 = body[0].lineno - 1, body[0].end_lineno
+        code = "".join(lines[start:d0] + lines[d1:node.end_lineno])
+        if len(body) == 1:  # only a docstring: keep a valid body
+            indent = re.match(r"\s*", lines[d0]).group(0)
+            code = "".join(lines[start:d0]) + indent + "...\n"
+        pairs.append((textwrap.dedent(code), _first_paragraph(doc)))
+    return pairs
+
+
+def explain_example(code: str, explanation: str) -> Example:
+    return Example("explain", [("special", "explain"), ("text", code), ("special", "fim_middle"),
+                               ("text", explanation), ("special", "endoftext")], answer_from=3)
+
+
+# ---- repair: broken code -> original ---------------------------------------------------
+def _drop_colon(lines, rng):
+    idx = [i for i, l in enumerate(lines) if re.search(r"^\s*(def|class|if|for|while|elif|else|try|except|with)\b.*:\s*$", l)]
+    if not idx:
+        return None
+    i = rng.choice(idx)
+    lines[i] = re.sub(r":(\s*)$", r"\1", lines[i])
+    return lines
+
+
+def _drop_closer(lines, rng):
+    idx = [i for i, l in enumerate(lines) if re.search(r"[)\]}]", l)]
+    if not idx:
+        return None
+    i = rng.choice(idx)
+    pos = [m.start() for m in re.finditer(r"[)\]}]", lines[i])]
+    p = rng.choice(pos)
+    lines[i] = lines[i][:p] + lines[i][p + 1:]
+    return lines
+
+
+def _misspell_keyword(lines, rng):
+    swaps = {"return": "retrun", "def ": "dfe ", "import": "improt", "lambda": "lamda",
+             "while": "whlie", "else:": "esle:"}
+    idx = [(i, k) for i, l in enumerate(lines) for k in swaps if k in l]
+    if not idx:
+        return None
+    i, k = rng.choice(idx)
+    lines[i] = lines[i].replace(k, swaps[k], 1)
+    return lines
+
+
+def _break_indent(lines, rng):
+    idx = [i for i, l in enumerate(lines) if l.startswith("    ") and l.strip()]
+    if not idx:
+        return None
+    i = rng.choice(idx)
+    lines[i] = lines[i][rng.choice([1, 2, 3]):] if rng.random() < 0.5 else "  " + lines[i]
+    return lines
+
+
+def _unclosed_string(lines, rng):
+    idx = [i for i, l in enumerate(lines) if re.search(r"(['\"])[^'\"\n]*\1", l)]
+    if not idx:
+        return None
+    i = rng.choice(idx)
+    m = list(re.finditer(r"(['\"])[^'\"\n]*\1", lines[i]))[-1]
+    lines[i] = lines[i][:m.end() - 1] + lines[i][m.end():]
+    return lines
+
+
+CORRUPTIONS = (_drop_colon, _drop_closer, _misspell_keyword, _break_indent, _unclosed_string)
+
+
+def corrupt(code: str, rng: random.Random, tries: int = 8) -> str | None:
+    """A realistic single syntax error in code that parses; None when no corruption
+    applied to this code makes it fail to parse."""
+    for _ in range(tries):
+        lines = code.splitlines(keepends=True)
+        out = rng.choice(CORRUPTIONS)(lines, rng)
+        if out is None:
+            continue
+        broken = "".join(out)
+        try:
+            ast.parse(broken)
+        except (SyntaxError, ValueError):
+            return broken
+    return None
+
+
+def repair_example(broken: str, fixed: str) -> Example:
+    return Example("repair", [("special", "repair"), ("text", broken), ("special", "fim_middle"),
+                              ("text", fixed), ("special", "endoftext")], answer_from=3)
+
+
+def function_snippets(text: str, max_lines: int = 40) -> list[str]:
+    """Top-level and method definitions of a file, dedented, at most max_lines long."""
+    try:
+        tree = ast.parse(text)
+    except (SyntaxError, ValueError, RecursionError):
+        return []
+    lines = text.splitlines(keepends=True)
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            start = min([d.lineno for d in node.decorator_list] + [node.lineno]) - 1
+            if node.end_lineno - start <= max_lines:
+                out.append(textwrap.dedent("".join(lines[start:node.end_lineno])))
+    return out
+
+
+# ---- token sequences ----------------------------------------------------------------
+def encode(example: Example, tok) -> tuple[list[int], list[int]]:
+    """Token ids and a 0/1 loss mask (1 where the next-token loss applies) for one example;
+    image segments are left to the caller (they contribute no text tokens)."""
+    ids: list[int] = []
+    mask: list[int] = []
+    for i, (kind, payload) in enumerate(example.segments):
+        if kind == "special":
+            piece = [tok.special(payload)]
+        elif kind == "text":
+            piece = tok.encode(payload)
+        else:
+            piece = []
+        ids.extend(piece)
+        mask.extend([1 if i >= example.answer_from else 0] * len(piece))
+    return ids, mask

@@ -1,0 +1,95 @@
+"""The training task formats: FIM splits and orders, explain pairs, repair corruptions,
+and the token/mask encoding."""
+import ast
+import random
+import textwrap
+
+import pytest
+
+from cromwell_lsp.training import tasks as T
+
+SOURCE = textwrap.dedent('''
+    import math
+
+
+    def area(radius):
+        """Area of a circle with the given radius, in square units."""
+        return math.pi * radius ** 2
+
+
+    class Stack:
+        """A last-in first-out container of items."""
+
+        def push(self, item):
+            """Put an item on top of the stack for later."""
+            self.items.append(item)
+
+        def peek(self):
+            """The top item, without removing it from the stack."""
+            ...
+
+        def size(self):
+            return len(self.items)
+    ''')
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_fim_split_reassembles(seed):
+    rng = random.Random(seed)
+    prefix, middle, suffix = T.fim_split(SOURCE, rng)
+    assert prefix + middle + suffix == SOURCE
+
+
+def test_fim_orders():
+    rng = random.Random(0)
+    psm = T.fim_example(SOURCE, rng, spm=False)
+    spm = T.fim_example(SOURCE, rng, spm=True)
+    assert [k for k, _ in psm.segments][:3] == ["special", "text", "special"]
+    kinds = [p for k, p in spm.segments if k == "special"]
+    assert kinds == ["fim_prefix", "fim_suffix", "fim_middle", "endoftext"]
+    # SPM: the prefix text comes right before the middle, so typing only appends
+    texts = [p for k, p in spm.segments if k == "text"]
+    assert texts[1] + texts[2] + texts[0] == SOURCE
+
+
+def test_explain_pairs():
+    pairs = dict((doc, code) for code, doc in T.explain_pairs(SOURCE))
+    assert "Area of a circle with the given radius, in square units." in pairs
+    code = pairs["Area of a circle with the given radius, in square units."]
+    assert code.startswith("def area(radius):") and '"""' not in code
+    assert "return math.pi" in code
+    peek = pairs["The top item, without removing it from the stack."]
+    ast.parse(peek)  # a docstring-only body becomes `...`
+    assert all(ast.parse(c) for c, _ in T.explain_pairs(SOURCE))
+    assert not any("size" in c.split("(")[0] for c, _ in T.explain_pairs(SOURCE))
+
+
+def test_corruptions_break_and_original_parses():
+    rng = random.Random(3)
+    snippets = T.function_snippets(SOURCE)
+    assert len(snippets) == 4
+    broken = [T.corrupt(s, rng) for s in snippets * 5]
+    assert sum(b is not None for b in broken) >= 15
+    for b, s in zip(broken, snippets * 5):
+        if b is not None:
+            assert b != s
+            with pytest.raises(SyntaxError):
+                ast.parse(b)
+            ast.parse(s)
+
+
+def test_encode_masks_only_the_answer(small_tokenizer):
+    tok, _ = small_tokenizer
+    ex = T.explain_example("def f(): ...\n", "Does nothing.")
+    ids, mask = T.encode(ex, tok)
+    assert len(ids) == len(mask)
+    first = mask.index(1)
+    assert ids[0] == tok.special("explain") and ids[first - 1] == tok.special("fim_middle")
+    assert tok.decode(ids[first:-1]) == "Does nothing." and ids[-1] == tok.special("endoftext")
+    assert all(mask[first:]) and not any(mask[:first])
+
+
+def test_encode_lm_masks_everything(small_tokenizer):
+    tok, _ = small_tokenizer
+    ids, mask = T.encode(T.file_example("a.py", SOURCE), tok)
+    assert all(mask) and tok.decode(ids) == "a.py\n" + SOURCE
