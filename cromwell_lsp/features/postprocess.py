@@ -1,0 +1,143 @@
+"""Turning raw model output into the completion an editor shows.
+
+Pure functions over text (no model, no LSP), in the order `finish` applies them:
+  1. mode: "line" (the cursor has code before it on its line: complete the rest of the
+     line) or "block" (after a line ending in ":" or on an empty line: complete a block);
+  2. cut at the end of the block: the first non-empty line indented less than the block
+     (at module level, the first blank line; in line mode, the first line break);
+  3. trim what repeats the suffix: text at the end of the completion that the document
+     already has right after the cursor (closing brackets, the next lines);
+  4. balance brackets: cut before a closer that nothing opened; in line mode, close
+     what the completion opened when the rest of the line does not;
+  5. the document's line endings.
+Brackets inside strings and comments do not count (a small scanner, not a parser:
+completions are partial code).
+"""
+from __future__ import annotations
+
+import re
+
+from ..positions import with_line_ending
+
+_PAIRS = {")": "(", "]": "[", "}": "{"}
+_OPENERS = {v: k for k, v in _PAIRS.items()}
+
+
+def indent_of(line: str) -> int:
+    return len(line) - len(line.lstrip(" \t"))
+
+
+def mode(prefix: str, suffix: str) -> str:
+    """'line' when the cursor's line has code before the cursor, else 'block'."""
+    current = prefix.rsplit("\n", 1)[-1]
+    return "line" if current.strip() else "block"
+
+
+def cut_block(completion: str, prefix: str, line_mode: bool) -> str:
+    """Keep the rest of the line (line mode), or the block the completion starts: its
+    indentation is the cursor's column plus the first line's own indentation (so it works
+    whether or not the editor indented the new line); the first non-empty line indented
+    less ends it.  At module level (indentation 0) a blank line ends it."""
+    if line_mode:
+        return completion.split("\n", 1)[0]
+    lines = completion.split("\n")
+    while lines and not lines[0].strip() and len(lines) > 1:
+        lines = lines[1:]  # leading blank lines carry no code
+    column = len(prefix.rsplit("\n", 1)[-1].expandtabs(4))
+    indent = column + indent_of(lines[0].expandtabs(4))
+    kept = [lines[0]]
+    for line in lines[1:]:
+        if line.strip() and indent_of(line.expandtabs(4)) < indent:
+            break
+        if not line.strip() and indent == 0:
+            break
+        kept.append(line)
+    return "\n".join(kept).rstrip(" \t\n")
+
+
+def trim_suffix_overlap(completion: str, suffix: str) -> str:
+    """Drop the end of the completion that repeats the start of the suffix: whole lines
+    first, then the rest of the cursor's line (e.g. a closing bracket already there)."""
+    sfx_lines = [l for l in suffix.split("\n") if l.strip()]
+    comp_lines = completion.split("\n")
+    for n in range(min(len(sfx_lines), len(comp_lines) - 1), 0, -1):
+        tail = [l.strip() for l in comp_lines[-n:]]
+        if tail == [l.strip() for l in sfx_lines[:n]]:
+            completion = "\n".join(comp_lines[:-n]).rstrip(" \t\n")
+            break
+    rest = suffix.split("\n", 1)[0].strip()
+    if rest and completion.rstrip().endswith(rest):
+        completion = completion.rstrip()[: -len(rest)]
+    return completion
+
+
+def _scan(text: str, stack: list[str], state: dict) -> int | None:
+    """Update a bracket stack over text, skipping strings and comments; returns the
+    index of the first closer with no opener, or None."""
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        quote = state.get("quote")
+        if quote:
+            if c == "\\":
+                i += 2
+                continue
+            if text.startswith(quote, i):
+                state["quote"] = None
+                i += len(quote)
+                continue
+            if c == "\n" and len(quote) == 1:
+                state["quote"] = None
+            i += 1
+            continue
+        if c == "#":
+            j = text.find("\n", i)
+            i = n if j < 0 else j
+            continue
+        if c in "'\"":
+            triple = text[i:i + 3]
+            state["quote"] = triple if triple in ('"""', "'''") else c
+            i += len(state["quote"])
+            continue
+        if c in _OPENERS:
+            stack.append(c)
+        elif c in _PAIRS:
+            if not stack or stack[-1] != _PAIRS[c]:
+                return i
+            stack.pop()
+        i += 1
+    return None
+
+
+def balance_brackets(completion: str, prefix: str, suffix: str, line_mode: bool) -> str:
+    stack: list[str] = []
+    state: dict = {}
+    statement_start = prefix.rfind("\n\n")
+    _scan(prefix[statement_start + 1 if statement_start >= 0 else 0:], stack, state)
+    stack_before = len(stack)
+    bad = _scan(completion, stack, state)
+    if bad is not None:
+        completion = completion[:bad].rstrip(" ,")
+        stack, state = [], {}
+        _scan(prefix[statement_start + 1 if statement_start >= 0 else 0:] + completion, stack, state)
+    if line_mode and len(stack) > stack_before and not state.get("quote"):
+        rest = suffix.split("\n", 1)[0]
+        opened = stack[stack_before:]
+        needed = "".join(_OPENERS[c] for c in reversed(opened))
+        if not rest.strip().startswith(needed[:1] or "\0"):
+            completion += needed
+    return completion
+
+
+def finish(completion: str, prefix: str, suffix: str, document_ending: str = "\n") -> str:
+    """The text an editor inserts at the cursor, from raw model output (see the module
+    docstring for the steps)."""
+    completion = completion.replace("\r\n", "\n").replace("\r", "\n")
+    prefix = prefix.replace("\r\n", "\n").replace("\r", "\n")
+    suffix = suffix.replace("\r\n", "\n").replace("\r", "\n")
+    line_mode = mode(prefix, suffix) == "line"
+    text = cut_block(completion, prefix, line_mode)
+    text = trim_suffix_overlap(text, suffix)
+    text = balance_brackets(text, prefix, suffix, line_mode)
+    text = re.sub(r"[ \t]+$", "", text, flags=re.M) if "\n" in text else text.rstrip("\n")
+    return with_line_ending(text, document_ending)

@@ -1,0 +1,60 @@
+"""Completion post-processing: what the editor would insert for typical model outputs."""
+import pytest
+
+from cromwell_lsp.features.postprocess import balance_brackets, finish, mode
+
+
+def test_mode():
+    assert mode("def f():\n    x = foo(", ")\n") == "line"
+    assert mode("def f():\n    ", "\n") == "block"
+    assert mode("def f():\n", "") == "block"
+
+
+def test_block_stops_at_dedent():
+    prefix = "def area(r):\n    "
+    raw = "return 3.14 * r * r\n\ndef other():\n    pass\n"
+    assert finish(raw, prefix, "") == "return 3.14 * r * r"
+
+
+def test_block_without_editor_indent_keeps_the_body():
+    prefix = "class Stack:\n    def push(self, item):\n"
+    raw = "        self.items.append(item)\n        return self\n\n    def pop(self):\n        ..."
+    out = finish(raw, prefix, "")
+    assert out == "        self.items.append(item)\n        return self"
+
+
+def test_block_at_module_level_stops_at_blank_line():
+    assert finish("import os\nimport sys\n\n\nprint(1)\n", "", "") == "import os\nimport sys"
+
+
+def test_line_mode_takes_the_rest_of_the_line():
+    assert finish("range(10):\n        print(i)", "for i in ", "\n") == "range(10):"
+
+
+def test_trims_what_the_suffix_already_has():
+    assert finish("x, y)", "    total = add(", ")\n") == "x, y"
+    prefix = "def f(a):\n    "
+    suffix = "\n    return result\n"
+    raw = "result = a * 2\n    return result\n"
+    assert finish(raw, prefix, suffix) == "result = a * 2"
+
+
+def test_unmatched_closer_is_cut_and_opened_brackets_closed():
+    assert balance_brackets("x))", "f(", "\n", True) == "x)"
+    assert balance_brackets("len(items", "n = ", "\n", True) == "len(items)"
+    assert balance_brackets("d['a'", "v = ", "\n", True) == "d['a']"
+    # brackets inside strings and comments do not count
+    assert balance_brackets("'(' + s  # )", "x = ", "\n", True) == "'(' + s  # )"
+    # the suffix already closes it: add nothing
+    assert balance_brackets("a, b", "f(", ")\n", True) == "a, b"
+
+
+def test_line_endings_and_no_trailing_space():
+    prefix = "def f():\r\n    "
+    out = finish("a = 1   \n    return a\n", prefix, "\r\n", "\r\n")
+    assert out == "a = 1\r\n    return a"
+
+
+@pytest.mark.parametrize("raw", ["", "\n", "   ", "\n\n\n"])
+def test_empty_outputs(raw):
+    assert finish(raw, "def f():\n    ", "").strip() == ""
