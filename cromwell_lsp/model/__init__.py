@@ -1,0 +1,93 @@
+"""Cromwell VL-JEPA inference: the Python API over the engine (numpy + our C kernels).
+
+    model = CromwellVLJEPA.load("weights/model.safetensors")
+    cache = model.new_cache()
+    logits = model.forward(token_ids, cache)          # prefill: logits for every new token
+    logits = model.forward([next_id], cache)          # decode one token
+    v = model.embed_image(image); t = model.embed_text("def f(): ...")   # joint space, unit
+
+The engine's parts live beside this file: config (ModelConfig and presets), weights
+(safetensors, mmap, int8), kvcache, layers, vision, language, fusion, heads (JEPA, AR),
+engine (forward).  Generation (sampling, stop strings, deadlines, streaming, JEPA
+self-speculative decoding) is built on `forward` and the JEPA predictions in a module of
+its own; it is not part of this class yet.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .config import PRESETS, ModelConfig, preset
+from .engine import Engine, pooled
+from .kvcache import KVCache
+from .vision import VisionState
+from .weights import WeightsError, WeightsFile, load as load_weights
+
+__all__ = ["CromwellVLJEPA", "ModelConfig", "PRESETS", "preset", "KVCache", "VisionState",
+           "WeightsError"]
+
+
+class CromwellVLJEPA:
+    """A loaded model: the engine, its weights file (kept mapped) and its tokenizer."""
+
+    def __init__(self, weights: WeightsFile, tokenizer=None):
+        self.weights, self.config, self.tokenizer = weights, weights.config, tokenizer
+        self.engine = Engine(weights.config, weights.tensors)
+
+    @classmethod
+    def load(cls, path: str | Path, tokenizer: str | Path | None = None) -> "CromwellVLJEPA":
+        """Map a weights file (zero copy) and read tokenizer.json beside it when present.
+
+        The packaged default model (path=None) comes with the shipped weights; until then a
+        path is required."""
+        if path is None:
+            raise WeightsError("no default model is packaged yet. HINT: pass the path of a "
+                               ".safetensors file (train one with `cromwell train`)")
+        weights = load_weights(path)
+        tok_path = Path(tokenizer) if tokenizer else Path(path).with_name("tokenizer.json")
+        tok = None
+        if tokenizer or tok_path.exists():
+            from .tokenizer import Tokenizer
+            tok = Tokenizer(tok_path)
+            want = weights.tokenizer_sha256
+            if want and tok.sha256 != want:
+                raise WeightsError(f"{path}: it was trained with another tokenizer (sha256 "
+                                   f"{want[:12]}..., {tok_path} has {tok.sha256[:12]}...). HINT: "
+                                   "put the tokenizer.json it was exported with beside it")
+        return cls(weights, tok)
+
+    def new_cache(self, capacity: int = 64) -> KVCache:
+        return self.engine.new_cache(capacity)
+
+    def forward(self, tokens, cache: KVCache, image: VisionState | None = None,
+                jepa: bool = False, last_only: bool = False):
+        """See Engine.forward: logits for the new tokens (and JEPA predictions on request)."""
+        return self.engine.forward(tokens, cache, image, jepa, last_only)
+
+    def encode_image(self, image) -> VisionState:
+        """image: a path, a PIL image or an array [H, W, C] -> vision tokens (cache per image)."""
+        return self.engine.encode_image(_image_array(image))
+
+    def embed_image(self, image) -> np.ndarray:
+        """Mean-pooled, L2-normalised joint-space vector [J] of an image."""
+        state = image if isinstance(image, VisionState) else self.encode_image(image)
+        return pooled(self.engine.image_states(state))
+
+    def embed_text(self, text) -> np.ndarray:
+        """Mean-pooled, L2-normalised joint-space vector [J] of a text (or its token ids)."""
+        if isinstance(text, str):
+            if self.tokenizer is None:
+                raise ValueError("this model has no tokenizer; pass token ids or load one")
+            text = self.tokenizer.encode(text)
+        return pooled(self.engine.text_states(text))
+
+
+def _image_array(image) -> np.ndarray:
+    if isinstance(image, np.ndarray):
+        return image
+    from PIL import Image
+    if isinstance(image, (str, Path)):
+        with Image.open(image) as im:
+            return np.asarray(im.convert("RGB"))
+    return np.asarray(image.convert("RGB"))
