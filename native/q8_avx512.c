@@ -1,16 +1,208 @@
-/* q8 kernels, avx512 (stub: not written yet). */
+/* q8 kernels, AVX2 + FMA + F16C: block quantization, dequantization and the int8 matmul.
+ *
+ * Quantization works one 32-value block (four 8-float vectors) at a time: max|x| by
+ * vector max, the scale divided in scalar float32 exactly as the reference does,
+ * x * (1/d) rounded by cvtps_epi32 (round-to-nearest-even, the default MXCSR mode),
+ * packed to int8 with saturating packs; scales go to fp16 with F16C (round to nearest
+ * even), so q and d are bit-identical to the scalar reference.
+ *
+ * matmul_q8 follows the block-scaled int8 scheme of kernels.h: rows of x are quantized
+ * once into scratch (fp32 scales), then a register tile of up to Q8_MR rows of x by Q8_NR
+ * rows of w walks the K blocks.  Each 32-byte int8 product uses the sign trick: |w| as
+ * unsigned bytes times x with w's sign moved onto it (_mm256_sign_epi8), so maddubs
+ * (u8 x s8 -> s16 pairs) cannot saturate (2 * 128 * 127 < 32768, w = -128 included),
+ * then madd with ones gives 8 exact int32 partial sums.  hadd folds the four w rows'
+ * partial sums into one vector [n0 n1 n2 n3 | n0 n1 n2 n3], converted to float and
+ * scaled by dx * dw[n0..n3] into one accumulator per x row; the two halves are added at
+ * the end.  M == 1 (decode) runs the same tile with one x row, streaming the weight rows
+ * four at a time.
+ */
 #pragma GCC target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")
-#include "cw_internal.h"
+#include <immintrin.h>
+#include <omp.h>
+#include "q8_common.h"
+
+#define INLINE static inline __attribute__((always_inline))
+
+/* ---- quantize / dequantize ------------------------------------------------------- */
+
+/* One block x[32] -> q[32]; returns the fp32 scale d = max|x| / 127. */
+INLINE float quant_block(const float* x, int8_t* q) {
+    const __m256 nz = _mm256_set1_ps(-0.0f);
+    __m256 v0 = _mm256_loadu_ps(x), v1 = _mm256_loadu_ps(x + 8);
+    __m256 v2 = _mm256_loadu_ps(x + 16), v3 = _mm256_loadu_ps(x + 24);
+    __m256 a = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(nz, v0), _mm256_andnot_ps(nz, v1)),
+                             _mm256_max_ps(_mm256_andnot_ps(nz, v2), _mm256_andnot_ps(nz, v3)));
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_movehdup_ps(m));
+    float d = _mm_cvtss_f32(m) / 127.0f;
+    float id = d != 0.0f ? 1.0f / d : 0.0f;
+    __m256 vid = _mm256_set1_ps(id);
+    __m256i i0 = _mm256_cvtps_epi32(_mm256_mul_ps(v0, vid));
+    __m256i i1 = _mm256_cvtps_epi32(_mm256_mul_ps(v1, vid));
+    __m256i i2 = _mm256_cvtps_epi32(_mm256_mul_ps(v2, vid));
+    __m256i i3 = _mm256_cvtps_epi32(_mm256_mul_ps(v3, vid));
+    /* packs work per 128-bit lane: bytes come out as i0[0:4] i1[0:4] i2[0:4] i3[0:4] |
+       i0[4:8] i1[4:8] i2[4:8] i3[4:8]; the dword permute restores the order. */
+    __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
+    p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm256_storeu_si256((__m256i*)q, p);
+    return d;
+}
 
 int cw_quantize_q8_avx512(const float* x, int8_t* q, uint16_t* d, int64_t n) {
-    return CW_EINVAL;
+    int64_t nblk = n / CW_QK;
+    int nt = q8_threads_for(nblk);
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        int64_t lo, hi;
+        cw_split(nblk, omp_get_num_threads(), omp_get_thread_num(), 1, &lo, &hi);
+        for (int64_t b = lo; b < hi; b++) {
+            float s = quant_block(x + b * CW_QK, q + b * CW_QK);
+            d[b] = (uint16_t)_cvtss_sh(s, _MM_FROUND_TO_NEAREST_INT);
+        }
+    }
+    return CW_OK;
 }
 
 int cw_dequantize_q8_avx512(const int8_t* q, const uint16_t* d, float* x, int64_t n) {
-    return CW_EINVAL;
+    int64_t nblk = n / CW_QK;
+    int nt = q8_threads_for(nblk);
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        int64_t lo, hi;
+        cw_split(nblk, omp_get_num_threads(), omp_get_thread_num(), 1, &lo, &hi);
+        for (int64_t b = lo; b < hi; b++) {
+            __m256 s = _mm256_set1_ps(_cvtsh_ss(d[b]));
+            const int8_t* qb = q + b * CW_QK;
+            float* xb = x + b * CW_QK;
+            for (int k = 0; k < CW_QK; k += 8) {
+                __m256i v = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i*)(qb + k)));
+                _mm256_storeu_ps(xb + k, _mm256_mul_ps(_mm256_cvtepi32_ps(v), s));
+            }
+        }
+    }
+    return CW_OK;
 }
 
-int cw_matmul_q8_avx512(const float* x, const int8_t* wq, const uint16_t* wd, const float* bias, float* y, int M, int N, int K) {
-    return CW_EINVAL;
+/* ---- matmul ------------------------------------------------------------------------ */
+
+/* dwT[b, j] = fp32(d[j][b]) for the Q8_NR rows of one group: 8 blocks at a time by F16C
+   and a 4 x 8 transpose, then a scalar tail. */
+static void build_dwT(const uint16_t* const d[Q8_NR], int nb, float* dwT) {
+    int b = 0;
+    for (; b + 8 <= nb; b += 8) {
+        __m256 s0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(d[0] + b)));
+        __m256 s1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(d[1] + b)));
+        __m256 s2 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(d[2] + b)));
+        __m256 s3 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(d[3] + b)));
+        __m256 a = _mm256_unpacklo_ps(s0, s1), c = _mm256_unpacklo_ps(s2, s3);
+        __m256 e = _mm256_unpackhi_ps(s0, s1), f = _mm256_unpackhi_ps(s2, s3);
+        __m256 t[4] = {_mm256_shuffle_ps(a, c, 0x44), _mm256_shuffle_ps(a, c, 0xEE),
+                       _mm256_shuffle_ps(e, f, 0x44), _mm256_shuffle_ps(e, f, 0xEE)};
+        for (int k = 0; k < 4; k++) { /* t[k] = blocks b+k (low half) and b+4+k (high) */
+            _mm_storeu_ps(dwT + 4 * (b + k), _mm256_castps256_ps128(t[k]));
+            _mm_storeu_ps(dwT + 4 * (b + 4 + k), _mm256_extractf128_ps(t[k], 1));
+        }
+    }
+    for (; b < nb; b++)
+        for (int j = 0; j < Q8_NR; j++) dwT[4 * b + j] = _cvtsh_ss(d[j][b]);
 }
 
+/* Exact dot products of one x block with four w blocks, folded by hadd into
+   [n0 n1 n2 n3 | n0 n1 n2 n3] (each lane a partial sum of 16 products). */
+INLINE __m256i dot4(__m256i x, const __m256i aw[4], const int8_t* const w[4], int64_t off) {
+    __m256i p[4];
+    for (int j = 0; j < 4; j++) {
+        __m256i sx = _mm256_sign_epi8(x, _mm256_loadu_si256((const __m256i*)(w[j] + off)));
+        p[j] = _mm256_dpbusd_epi32(_mm256_setzero_si256(), aw[j], sx);
+    }
+    return _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
+}
+
+/* out[i, j] = sum_b dx[i, b] * dwT[b, j] * (xq[i, b, :] . w[j][b, :]) for i < MR (a
+   compile-time constant after inlining), j < 4.  xq rows are K = nb * 32 bytes apart. */
+INLINE void tile(int MR, const int8_t* xq, const float* dx, int nb, const int8_t* const w[4],
+                 const float* dwT, float* out /* [MR, 4] */) {
+    __m256 acc[Q8_MR];
+    for (int i = 0; i < MR; i++) acc[i] = _mm256_setzero_ps();
+    int64_t K = (int64_t)nb * CW_QK;
+    for (int b = 0; b < nb; b++) {
+        int64_t off = (int64_t)b * CW_QK;
+        __m256i aw[4];
+        for (int j = 0; j < 4; j++)
+            aw[j] = _mm256_abs_epi8(_mm256_loadu_si256((const __m256i*)(w[j] + off)));
+        __m256 dw = _mm256_broadcast_ps((const __m128*)(dwT + 4 * b));
+        for (int i = 0; i < MR; i++) {
+            __m256i x = _mm256_loadu_si256((const __m256i*)(xq + i * K + off));
+            __m256 sc = _mm256_mul_ps(dw, _mm256_broadcast_ss(dx + (int64_t)i * nb + b));
+            acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot4(x, aw, w, off)), sc, acc[i]);
+        }
+    }
+    for (int i = 0; i < MR; i++)
+        _mm_storeu_ps(out + 4 * i, _mm_add_ps(_mm256_castps256_ps128(acc[i]),
+                                              _mm256_extractf128_ps(acc[i], 1)));
+}
+
+/* y[0:rows, n0:n0+nn] for one group of weight rows (nn <= 4 valid; missing rows repeat
+   the last valid one and their results are dropped). */
+static void group(const int8_t* xq, const float* dx, int rows, int nb, const int8_t* const w[4],
+                  const float* dwT, const float* bias, int n0, int nn, float* y, int64_t N) {
+    float out[Q8_MR * 4];
+    int64_t K = (int64_t)nb * CW_QK;
+    for (int i0 = 0; i0 < rows; i0 += Q8_MR) {
+        int mr = rows - i0 < Q8_MR ? rows - i0 : Q8_MR;
+        const int8_t* xi = xq + i0 * K;
+        const float* di = dx + (int64_t)i0 * nb;
+        switch (mr) {
+        case 4: tile(4, xi, di, nb, w, dwT, out); break;
+        case 3: tile(3, xi, di, nb, w, dwT, out); break;
+        case 2: tile(2, xi, di, nb, w, dwT, out); break;
+        default: tile(1, xi, di, nb, w, dwT, out); break;
+        }
+        for (int i = 0; i < mr; i++)
+            for (int j = 0; j < nn; j++)
+                y[(i0 + i) * N + n0 + j] = out[4 * i + j] + (bias ? bias[n0 + j] : 0.0f);
+    }
+}
+
+int cw_matmul_q8_avx512(const float* x, const int8_t* wq, const uint16_t* wd, const float* bias,
+                      float* y, int M, int N, int K) {
+    int nb = K / CW_QK, nt = cw_nthreads(), mc = q8_chunk_rows(M, K);
+    q8_scratch s;
+    if (q8_scratch_alloc(&s, mc, nb, nt) != CW_OK) return CW_ENOMEM;
+#pragma omp parallel num_threads(nt)
+    {
+        int t = omp_get_thread_num(), T = omp_get_num_threads();
+        float* dwT = q8_dwT(&s, nb, t);
+        for (int m0 = 0; m0 < M; m0 += mc) {
+            int rows = M - m0 < mc ? M - m0 : mc;
+            int64_t lo, hi;
+            /* 1. quantize this chunk's rows of x: xq[rows, K], dx[rows, nb] */
+            cw_split(rows, T, t, 1, &lo, &hi);
+            for (int64_t i = lo; i < hi; i++)
+                for (int b = 0; b < nb; b++)
+                    s.dx[i * nb + b] = quant_block(x + (m0 + i) * (int64_t)K + b * CW_QK,
+                                                   s.xq + i * K + b * CW_QK);
+#pragma omp barrier
+            /* 2. y[m0:m0+rows, lo:hi] in groups of Q8_NR weight rows */
+            cw_split(N, T, t, Q8_NR, &lo, &hi);
+            for (int64_t n0 = lo; n0 < hi; n0 += Q8_NR) {
+                int nn = hi - n0 < Q8_NR ? (int)(hi - n0) : Q8_NR;
+                const int8_t* w[Q8_NR];
+                const uint16_t* d[Q8_NR];
+                for (int j = 0; j < Q8_NR; j++) {
+                    int64_t n = n0 + (j < nn ? j : nn - 1);
+                    w[j] = wq + n * K;
+                    d[j] = wd + n * nb;
+                }
+                build_dwT(d, nb, dwT);
+                group(s.xq, s.dx, rows, nb, w, dwT, bias, (int)n0, nn, y + (int64_t)m0 * N, N);
+            }
+#pragma omp barrier
+        }
+    }
+    cw_free(s.base);
+    return CW_OK;
+}
