@@ -90,7 +90,7 @@ int cw_dequantize_q8_avx2(const int8_t* q, const uint16_t* d, float* x, int64_t 
 
 /* dwT[b, j] = fp32(d[j][b]) for the Q8_NR rows of one group: 8 blocks at a time by F16C
    and a 4 x 8 transpose, then a scalar tail. */
-static void build_dwT(const uint16_t* const d[Q8_NR], int nb, float* dwT) {
+static void build_dwT(const uint16_t* const d[4], int nb, float* dwT) {
     int b = 0;
     for (; b + 8 <= nb; b += 8) {
         __m256 s0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(d[0] + b)));
@@ -107,7 +107,7 @@ static void build_dwT(const uint16_t* const d[Q8_NR], int nb, float* dwT) {
         }
     }
     for (; b < nb; b++)
-        for (int j = 0; j < Q8_NR; j++) dwT[4 * b + j] = _cvtsh_ss(d[j][b]);
+        for (int j = 0; j < 4; j++) dwT[4 * b + j] = _cvtsh_ss(d[j][b]);
 }
 
 /* Exact dot products of one x block with four w blocks, folded by hadd into
@@ -176,7 +176,7 @@ int cw_matmul_q8_avx2(const float* x, const int8_t* wq, const uint16_t* wd, cons
 #pragma omp parallel num_threads(nt)
     {
         int t = omp_get_thread_num(), T = omp_get_num_threads();
-        float* dwT = q8_dwT(&s, nb, t);
+        float* dwT = q8_dwT(&s, t);
         for (int m0 = 0; m0 < M; m0 += mc) {
             int rows = M - m0 < mc ? M - m0 : mc;
             int64_t lo, hi;
@@ -198,8 +198,11 @@ int cw_matmul_q8_avx2(const float* x, const int8_t* wq, const uint16_t* wd, cons
                     w[j] = wq + n * K;
                     d[j] = wd + n * nb;
                 }
-                build_dwT(d, nb, dwT);
-                group(s.xq, s.dx, rows, nb, w, dwT, bias, (int)n0, nn, y + (int64_t)m0 * N, N);
+                for (int h = 0; h < nn; h += 4) {
+                    build_dwT(d + h, nb, dwT);
+                    group(s.xq, s.dx, rows, nb, w + h, dwT, bias, (int)n0 + h,
+                          nn - h < 4 ? nn - h : 4, y + (int64_t)m0 * N, N);
+                }
             }
 #pragma omp barrier
         }

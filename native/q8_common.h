@@ -10,15 +10,17 @@
  *     y[chunk, :] with the outputs N split into runs of whole groups of Q8_NR rows of w.
  *
  * Scratch of matmul_q8 (one cw_alloc per call, 64-byte aligned, bounded by the chunk):
- *   xq[mc, K] int8 | dx[mc, nb] float | per thread: dwT[nb, Q8_NR] float (the scales of
- *   one group of weight rows, converted to fp32 and stored block-major).
+ *   xq[mc, K] int8 | dx[mc, nb] float | xc[mc, nb] int32 (-128 * sum of each x block, for
+ *   the unsigned-offset form of the AVX-512 products) | per thread: dwT[nb, Q8_NR] float
+ *   (the scales of one group of weight rows in fp32, block-major) and a packed copy of
+ *   the group's weights, wp[2, nb, 8, Q8_NR, 4] int8 (see q8_avx2.c).
  */
 #ifndef CROMWELL_Q8_COMMON_H
 #define CROMWELL_Q8_COMMON_H
 
 #include "cw_internal.h"
 
-#define Q8_NR 4                       /* weight rows (outputs) per group / tile */
+#define Q8_NR 16                      /* weight rows (outputs) per group */
 #define Q8_MR 4                       /* x rows per tile */
 #define Q8_PAR_MIN_BLOCKS 2048        /* quantize/dequantize: fork only from 64 Ki values */
 #define Q8_CHUNK_BYTES ((int64_t)1 << 18) /* int8 activations kept per chunk (256 KiB) */
@@ -44,7 +46,9 @@ static inline int q8_chunk_rows(int M, int K) {
 typedef struct {
     int8_t* xq;   /* [mc, K] */
     float* dx;    /* [mc, nb] */
-    float* dwT;   /* [nt, nb * Q8_NR] */
+    int32_t* xc;  /* [mc, nb] */
+    char* thr;    /* [nt, thr_bytes]: dwT then wp, per thread */
+    int64_t thr_bytes;
     void* base;   /* what cw_free takes */
 } q8_scratch;
 
@@ -53,19 +57,25 @@ static inline int64_t q8_round64(int64_t n) { return (n + 63) / 64 * 64; }
 static inline int q8_scratch_alloc(q8_scratch* s, int mc, int nb, int nt) {
     int64_t bx = q8_round64((int64_t)mc * nb * CW_QK);
     int64_t bd = q8_round64((int64_t)mc * nb * 4);
-    int64_t bw = q8_round64((int64_t)nb * Q8_NR * 4);
-    char* p = (char*)cw_alloc((size_t)(bx + bd + bw * nt));
+    s->thr_bytes = q8_round64((int64_t)nb * Q8_NR * 4) + 2 * (int64_t)nb * CW_QK * Q8_NR;
+    char* p = (char*)cw_alloc((size_t)(bx + 2 * bd + s->thr_bytes * nt));
     if (!p) return CW_ENOMEM;
     s->base = p;
     s->xq = (int8_t*)p;
     s->dx = (float*)(p + bx);
-    s->dwT = (float*)(p + bx + bd);
+    s->xc = (int32_t*)(p + bx + bd);
+    s->thr = p + bx + 2 * bd;
     return CW_OK;
 }
 
-/* Per-thread dwT buffer of thread t. */
-static inline float* q8_dwT(const q8_scratch* s, int nb, int t) {
-    return s->dwT + (q8_round64((int64_t)nb * Q8_NR * 4) / 4) * t;
+/* Thread t's dwT[nb, Q8_NR] buffer. */
+static inline float* q8_dwT(const q8_scratch* s, int t) {
+    return (float*)(s->thr + s->thr_bytes * t);
+}
+
+/* Thread t's packed-weights buffer, 2 * nb * 32 * Q8_NR bytes, 64-byte aligned. */
+static inline int8_t* q8_wp(const q8_scratch* s, int nb, int t) {
+    return (int8_t*)(s->thr + s->thr_bytes * t + q8_round64((int64_t)nb * Q8_NR * 4));
 }
 
 #endif

@@ -80,7 +80,7 @@ int cw_matmul_q8_scalar(const float* x, const int8_t* wq, const uint16_t* wd, co
 #pragma omp parallel num_threads(nt)
     {
         int t = omp_get_thread_num(), T = omp_get_num_threads();
-        float* dw = q8_dwT(&s, nb, t); /* [nb]: one weight row's scales in fp32 */
+        float* dw = q8_dwT(&s, t); /* [nb]: one weight row's scales in fp32 */
         for (int m0 = 0; m0 < M; m0 += mc) {
             int rows = M - m0 < mc ? M - m0 : mc;
             int64_t lo, hi;
