@@ -7,15 +7,21 @@
  * even), so q and d are bit-identical to the scalar reference.
  *
  * matmul_q8 follows the block-scaled int8 scheme of kernels.h: rows of x are quantized
- * once into scratch (fp32 scales), then a register tile of up to Q8_MR rows of x by Q8_NR
- * rows of w walks the K blocks.  Each 32-byte int8 product uses the sign trick: |w| as
+ * once into scratch (fp32 scales).  Every int8 product uses the sign trick: |w| as
  * unsigned bytes times x with w's sign moved onto it (_mm256_sign_epi8), so maddubs
- * (u8 x s8 -> s16 pairs) cannot saturate (2 * 128 * 127 < 32768, w = -128 included),
- * then madd with ones gives 8 exact int32 partial sums.  hadd folds the four w rows'
- * partial sums into one vector [n0 n1 n2 n3 | n0 n1 n2 n3], converted to float and
- * scaled by dx * dw[n0..n3] into one accumulator per x row; the two halves are added at
- * the end.  M == 1 (decode) runs the same tile with one x row, streaming the weight rows
- * four at a time.
+ * (u8 x s8 -> pairs summed to s16) cannot saturate (2 * 128 * 127 < 32768, w = -128
+ * included); madd with ones widens to exact int32 sums of 4 products.
+ *
+ *   M >= Q8_MR (prefill): each group of Q8_NR = 16 weight rows is repacked once per chunk
+ *     of x rows into wp[nb, 8, 8 rows, 4 bytes] per half of 8 rows (8 x 8 transposes of
+ *     4-byte words; |w| and the signed words stored separately), so 4 bytes of x
+ *     broadcast to all lanes meet 4 bytes of each of 8 rows and the int32 lanes are
+ *     already the 8 rows' sums: no horizontal sums.  Tiles of 4 x rows x 8 w rows; per
+ *     block one convert and one FMA with dx * dw[8] per x row.
+ *   M < Q8_MR (decode): the weight rows are streamed as stored, 4 at a time; hadd folds
+ *     the four rows' 8 partial sums into [n0 n1 n2 n3 | n0 n1 n2 n3], converted and
+ *     scaled by dx * dw[n0..n3] into one accumulator per x row; the halves are added at
+ *     the end.  This path is bound by memory bandwidth.
  */
 #pragma GCC target("avx2,fma,f16c")
 #include <immintrin.h>
@@ -146,25 +152,142 @@ INLINE void tile(int MR, const int8_t* xq, const float* dx, int nb, const int8_t
                                               _mm256_extractf128_ps(acc[i], 1)));
 }
 
-/* y[0:rows, n0:n0+nn] for one group of weight rows (nn <= 4 valid; missing rows repeat
-   the last valid one and their results are dropped). */
-static void group(const int8_t* xq, const float* dx, int rows, int nb, const int8_t* const w[4],
-                  const float* dwT, const float* bias, int n0, int nn, float* y, int64_t N) {
-    float out[Q8_MR * 4];
-    int64_t K = (int64_t)nb * CW_QK;
-    for (int i0 = 0; i0 < rows; i0 += Q8_MR) {
-        int mr = rows - i0 < Q8_MR ? rows - i0 : Q8_MR;
-        const int8_t* xi = xq + i0 * K;
-        const float* di = dx + (int64_t)i0 * nb;
-        switch (mr) {
-        case 4: tile(4, xi, di, nb, w, dwT, out); break;
-        case 3: tile(3, xi, di, nb, w, dwT, out); break;
-        case 2: tile(2, xi, di, nb, w, dwT, out); break;
-        default: tile(1, xi, di, nb, w, dwT, out); break;
+/* In-place transpose of an 8 x 8 matrix of 4-byte words: r[i] word k <-> r[k] word i. */
+INLINE void transpose8(__m256i r[8]) {
+    __m256i t[8], u[8];
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_epi32(r[i], r[i + 1]);
+        t[i + 1] = _mm256_unpackhi_epi32(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 8; i += 4) {
+        u[i] = _mm256_unpacklo_epi64(t[i], t[i + 2]);
+        u[i + 1] = _mm256_unpackhi_epi64(t[i], t[i + 2]);
+        u[i + 2] = _mm256_unpacklo_epi64(t[i + 1], t[i + 3]);
+        u[i + 3] = _mm256_unpackhi_epi64(t[i + 1], t[i + 3]);
+    }
+    for (int k = 0; k < 4; k++) {
+        r[k] = _mm256_permute2x128_si256(u[k], u[k + 4], 0x20);
+        r[k + 4] = _mm256_permute2x128_si256(u[k], u[k + 4], 0x31);
+    }
+}
+
+/* dwT[b, j] = fp32(d[j][b]) for the 16 rows of a group. */
+static void build_dwT16(const uint16_t* const d[Q8_NR], int nb, float* dwT) {
+    int b = 0;
+    for (; b + 8 <= nb; b += 8)
+        for (int h = 0; h < 16; h += 8) {
+            __m256i r[8];
+            for (int j = 0; j < 8; j++)
+                r[j] = _mm256_castps_si256(
+                    _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(d[h + j] + b))));
+            transpose8(r);
+            for (int k = 0; k < 8; k++) _mm256_storeu_si256((__m256i*)(dwT + 16 * (b + k) + h), r[k]);
         }
-        for (int i = 0; i < mr; i++)
-            for (int j = 0; j < nn; j++)
-                y[(i0 + i) * N + n0 + j] = out[4 * i + j] + (bias ? bias[n0 + j] : 0.0f);
+    for (; b < nb; b++)
+        for (int j = 0; j < 16; j++) dwT[16 * b + j] = _cvtsh_ss(d[j][b]);
+}
+
+/* Repack the 16 rows of a group for the prefill tile, per half h of 8 rows:
+   wp[h, 0, b, k, j, 0:4] = |w[8h + j][32 b + 4 k : +4]| (bytes, read as unsigned) and
+   wp[h, 1, b, k, j, 0:4] = the same words as stored (the signs). */
+static void pack_group(const int8_t* const w[Q8_NR], int nb, int8_t* wp) {
+    int64_t half = (int64_t)nb * 256;
+    for (int h = 0; h < 2; h++)
+        for (int b = 0; b < nb; b++) {
+            __m256i r[8];
+            for (int j = 0; j < 8; j++)
+                r[j] = _mm256_loadu_si256((const __m256i*)(w[8 * h + j] + (int64_t)b * CW_QK));
+            transpose8(r);
+            int8_t* pa = wp + 2 * h * half + b * 256;
+            for (int k = 0; k < 8; k++) {
+                _mm256_store_si256((__m256i*)(pa + 32 * k), _mm256_abs_epi8(r[k]));
+                _mm256_store_si256((__m256i*)(pa + half + 32 * k), r[k]);
+            }
+        }
+}
+
+/* Packed tile: out[i, j] = sum_b dx[i, b] * dwT[b, j] * (xq[i, b, :] . w_j[b, :]) for
+   i < MR, the 8 rows j of one half.  4 bytes of x broadcast to all lanes meet 4 bytes of
+   each of the 8 rows: sign moved onto x, maddubs, madd -> 8 int32 (one per row). */
+INLINE void ptile(int MR, const int8_t* xq, const float* dx, int nb, const int8_t* wa,
+                  const int8_t* ws, const float* dwT, float* out /* [MR, 8] */) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256 acc[Q8_MR];
+    for (int i = 0; i < MR; i++) acc[i] = _mm256_setzero_ps();
+    int64_t K = (int64_t)nb * CW_QK;
+    for (int b = 0; b < nb; b++) {
+        __m256i s[Q8_MR];
+        for (int i = 0; i < MR; i++) s[i] = _mm256_setzero_si256();
+#pragma GCC unroll 2
+        for (int k = 0; k < 8; k++) {
+            __m256i aw = _mm256_load_si256((const __m256i*)(wa + 256 * b + 32 * k));
+            __m256i sw = _mm256_load_si256((const __m256i*)(ws + 256 * b + 32 * k));
+            for (int i = 0; i < MR; i++) {
+                int32_t v;
+                memcpy(&v, xq + i * K + b * CW_QK + 4 * k, 4);
+                __m256i sx = _mm256_sign_epi8(_mm256_set1_epi32(v), sw);
+                s[i] = _mm256_add_epi32(s[i], _mm256_madd_epi16(_mm256_maddubs_epi16(aw, sx), ones));
+            }
+        }
+        __m256 dw = _mm256_loadu_ps(dwT + 16 * b);
+        for (int i = 0; i < MR; i++) {
+            __m256 sc = _mm256_mul_ps(dw, _mm256_broadcast_ss(dx + (int64_t)i * nb + b));
+            acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[i]), sc, acc[i]);
+        }
+    }
+    for (int i = 0; i < MR; i++) _mm256_storeu_ps(out + 8 * i, acc[i]);
+}
+
+/* y[i, n0 + j] = out[i, j] (+ bias) for i < mr, j < nn; out rows are `ld` apart. */
+static void store_tile(const float* out, int ld, int mr, int nn, const float* bias, int n0,
+                       float* y, int64_t N) {
+    for (int i = 0; i < mr; i++)
+        for (int j = 0; j < nn; j++)
+            y[i * N + n0 + j] = out[ld * i + j] + (bias ? bias[n0 + j] : 0.0f);
+}
+
+/* One group of 16 weight rows (nn valid; missing rows repeat the last valid one and their
+   results are dropped) against `rows` quantized x rows, repacked, 8 rows at a time. */
+static void group_packed(const q8_scratch* s, int rows, int nb, const int8_t* const w[Q8_NR],
+                         const uint16_t* const d[Q8_NR], float* dwT, int8_t* wp,
+                         const float* bias, int n0, int nn, float* y, int64_t N) {
+    float out[Q8_MR * 8];
+    int64_t K = (int64_t)nb * CW_QK, half = (int64_t)nb * 256;
+    build_dwT16(d, nb, dwT);
+    pack_group(w, nb, wp);
+    for (int h = 0; h * 8 < nn; h++) {
+        const int8_t* wa = wp + 2 * h * half;
+        int nh = nn - 8 * h < 8 ? nn - 8 * h : 8;
+        for (int i0 = 0; i0 < rows; i0 += Q8_MR) {
+            int mr = rows - i0 < Q8_MR ? rows - i0 : Q8_MR;
+            const int8_t* xi = s->xq + i0 * K;
+            const float* di = s->dx + (int64_t)i0 * nb;
+            const float* dh = dwT + 8 * h;
+            switch (mr) {
+            case 4: ptile(4, xi, di, nb, wa, wa + half, dh, out); break;
+            case 3: ptile(3, xi, di, nb, wa, wa + half, dh, out); break;
+            case 2: ptile(2, xi, di, nb, wa, wa + half, dh, out); break;
+            default: ptile(1, xi, di, nb, wa, wa + half, dh, out); break;
+            }
+            store_tile(out, 8, mr, nh, bias, n0 + 8 * h, y + i0 * N, N);
+        }
+    }
+}
+
+/* The same group streamed as stored, 4 weight rows at a time (rows < Q8_MR x rows). */
+static void group_stream(const q8_scratch* s, int rows, int nb, const int8_t* const w[Q8_NR],
+                         const uint16_t* const d[Q8_NR], float* dwT, const float* bias, int n0,
+                         int nn, float* y, int64_t N) {
+    float out[Q8_MR * 4];
+    for (int h = 0; h < nn; h += 4) {
+        build_dwT(d + h, nb, dwT);
+        int nh = nn - h < 4 ? nn - h : 4;
+        switch (rows) {
+        case 3: tile(3, s->xq, s->dx, nb, w + h, dwT, out); break;
+        case 2: tile(2, s->xq, s->dx, nb, w + h, dwT, out); break;
+        default: tile(1, s->xq, s->dx, nb, w + h, dwT, out); break;
+        }
+        store_tile(out, 4, rows, nh, bias, n0 + h, y, N);
     }
 }
 
@@ -177,6 +300,7 @@ int cw_matmul_q8_avx2(const float* x, const int8_t* wq, const uint16_t* wd, cons
     {
         int t = omp_get_thread_num(), T = omp_get_num_threads();
         float* dwT = q8_dwT(&s, t);
+        int8_t* wp = q8_wp(&s, nb, t);
         for (int m0 = 0; m0 < M; m0 += mc) {
             int rows = M - m0 < mc ? M - m0 : mc;
             int64_t lo, hi;
@@ -193,16 +317,16 @@ int cw_matmul_q8_avx2(const float* x, const int8_t* wq, const uint16_t* wd, cons
                 int nn = hi - n0 < Q8_NR ? (int)(hi - n0) : Q8_NR;
                 const int8_t* w[Q8_NR];
                 const uint16_t* d[Q8_NR];
-                for (int j = 0; j < Q8_NR; j++) {
+                for (int j = 0; j < Q8_NR; j++) { /* rows past the end repeat the last one */
                     int64_t n = n0 + (j < nn ? j : nn - 1);
                     w[j] = wq + n * K;
                     d[j] = wd + n * nb;
                 }
-                for (int h = 0; h < nn; h += 4) {
-                    build_dwT(d + h, nb, dwT);
-                    group(s.xq, s.dx, rows, nb, w + h, dwT, bias, (int)n0 + h,
-                          nn - h < 4 ? nn - h : 4, y + (int64_t)m0 * N, N);
-                }
+                float* yc = y + (int64_t)m0 * N;
+                if (M >= Q8_MR)
+                    group_packed(&s, rows, nb, w, d, dwT, wp, bias, (int)n0, nn, yc, N);
+                else
+                    group_stream(&s, rows, nb, w, d, dwT, bias, (int)n0, nn, yc, N);
             }
 #pragma omp barrier
         }
