@@ -138,6 +138,8 @@ INLINE void tile(int MR, const int8_t* xq, const float* dx, int nb, const int8_t
     for (int b = 0; b < nb; b++) {
         int64_t off = (int64_t)b * CW_QK;
         __m256i aw[4];
+        if (b % 2 == 0) /* the next 4 rows (next in memory when w rows are adjacent) */
+            for (int j = 0; j < 4; j++) _mm_prefetch((const char*)(w[j] + 4 * K + off), _MM_HINT_T0);
         for (int j = 0; j < 4; j++)
             aw[j] = _mm256_abs_epi8(_mm256_loadu_si256((const __m256i*)(w[j] + off)));
         __m256 dw = _mm256_broadcast_ps((const __m128*)(dwT + 4 * b));

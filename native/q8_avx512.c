@@ -200,6 +200,8 @@ INLINE void tile4(int MR, const int8_t* xq, const float* dx, const int32_t* xc, 
     for (int b = 0; b < nb; b++) {
         int64_t o = (int64_t)b * CW_QK;
         __m256i aw[4];
+        if (b % 2 == 0) /* the next 4 rows (next in memory when w rows are adjacent) */
+            for (int j = 0; j < 4; j++) _mm_prefetch((const char*)(w[j] + 4 * K + o), _MM_HINT_T0);
         for (int j = 0; j < 4; j++)
             aw[j] = _mm256_xor_si256(_mm256_loadu_si256((const __m256i*)(w[j] + o)), off);
         __m256 dw = _mm256_broadcast_ps((const __m128*)(dwT + 4 * b));
