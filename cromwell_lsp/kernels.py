@@ -150,10 +150,17 @@ def _elem_strides(name, a, last_contiguous=True):
     return strides
 
 
+_ARRAY_TYPE = {"float*": "float[]", "int8_t*": "int8_t[]", "uint16_t*": "uint16_t[]"}
+
+
 def _p(ctype, a):
-    """A C pointer to a's data (the array may be a strided view; a must stay alive)."""
+    """A C pointer to a's data (a must stay alive during the call).  Contiguous arrays go
+    through ffi.from_buffer (about 0.2 us); strided views through the array interface
+    (about 1.3 us), since from_buffer refuses them."""
     if a.size == 0:
         return ffi.NULL
+    if a.flags.c_contiguous:
+        return ffi.from_buffer(_ARRAY_TYPE[ctype], a)
     return ffi.cast(ctype, a.__array_interface__["data"][0])
 
 
