@@ -17,9 +17,12 @@
  *   ot[d][:] = ot[d][:] * alpha + sum_j V[j][d] * st[j][:]   (tiles of 6 dims x 64)
  * and the softmax max / sum run down the columns, without horizontal reductions.
  *
- * Decode: one query per head, so the G heads of a kv head are processed together; for
- * each K row the G dot products reduce four keys at a time (hsum4), and each V row is
- * accumulated into the G outputs while it is in L1.
+ * Decode: one query per head, so the G heads of a kv head are processed together.  Four
+ * K rows at a time sit in registers while every head of the group takes its dot products
+ * with them (reduced four keys at a time by hsum4); each V row is loaded once into
+ * registers for up to four heads.  D is walked in chunks of 64 floats with masked loads.
+ * (Software prefetching of the next rows was tried and measured slower than leaving the
+ * streams to the hardware prefetcher.)
  *
  * exp: exp(x) = 2^n * e^r with n = round(x / ln 2), r = x - n ln 2 (two-constant
  * Cody-Waite split), e^r by a degree-6 polynomial fitted for relative error on
@@ -258,6 +261,17 @@ static int attention_prefill(const attn_args* a) {
 }
 
 /* ---- decode ------------------------------------------------------------------- */
+/* D is walked in chunks of DC = 64 floats (4 vectors, the last ones masked), so the
+   register tiles below have fixed shapes for any D. */
+#define DC (4 * W)
+
+AI void chunk_masks(int n, __mmask16 mk[4]) { /* n = floats of D left from the chunk start */
+    for (int c = 0; c < 4; c++) {
+        int r = n - c * W;
+        mk[c] = r >= W ? 0xFFFF : r > 0 ? (__mmask16)((1u << r) - 1) : 0;
+    }
+}
+
 /* [sum a, sum b, sum c, sum d] */
 AI __m128 hsum4(__m512 a, __m512 b, __m512 c, __m512 d) {
     __m512 ab = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, 0x44), _mm512_shuffle_f32x4(a, b, 0xEE));
@@ -270,47 +284,39 @@ AI __m128 hsum4(__m512 a, __m512 b, __m512 c, __m512 d) {
         _mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), x));
 }
 
-/* Scores s[hh][j] = qd[hh] . K[j] for the G heads (qd[G][dp], scaled, zero padded). */
-static void decode_scores(const float* qd, int G, int dp, const float* k, int64_t kv_ts, int nk,
-                          int D, float* s) {
-    int nfull = D / W;
-    __mmask16 tail = (__mmask16)((1u << (D % W)) - 1);
+/* s[hh][j] (+)= qd[hh][dc:dc+DC] . K[j][dc:dc+DC] for the G heads, one chunk of D
+   (qd[G][dp]: scaled, zero padded to dp, a multiple of DC).  Four keys at a time, held
+   in registers while every head of the group uses them. */
+static void decode_scores_chunk(const float* qd, int G, int dp, const float* k, int64_t kv_ts,
+                                int nk, int D, int dc, float* s) {
+    __mmask16 mk[4];
+    chunk_masks(D - dc, mk);
     int j = 0;
     for (; j + 4 <= nk; j += 4) {
-        const float *k0 = k + j * kv_ts, *k1 = k0 + kv_ts, *k2 = k1 + kv_ts, *k3 = k2 + kv_ts;
+        __m512 x[4][4];
+        for (int r = 0; r < 4; r++)
+            for (int c = 0; c < 4; c++) x[r][c] = _mm512_maskz_loadu_ps(mk[c], k + (j + r) * kv_ts + dc + c * W);
         for (int hh = 0; hh < G; hh++) {
-            const float* qh = qd + (size_t)hh * dp;
-            __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-            int c = 0;
-            for (; c < nfull; c++) {
-                __m512 x = _mm512_load_ps(qh + c * W);
-                a0 = _mm512_fmadd_ps(x, _mm512_loadu_ps(k0 + c * W), a0);
-                a1 = _mm512_fmadd_ps(x, _mm512_loadu_ps(k1 + c * W), a1);
-                a2 = _mm512_fmadd_ps(x, _mm512_loadu_ps(k2 + c * W), a2);
-                a3 = _mm512_fmadd_ps(x, _mm512_loadu_ps(k3 + c * W), a3);
+            const float* qh = qd + (size_t)hh * dp + dc;
+            __m512 acc[4];
+            for (int r = 0; r < 4; r++) acc[r] = _mm512_mul_ps(_mm512_load_ps(qh), x[r][0]);
+            for (int c = 1; c < 4; c++) {
+                __m512 qc = _mm512_load_ps(qh + c * W);
+                for (int r = 0; r < 4; r++) acc[r] = _mm512_fmadd_ps(qc, x[r][c], acc[r]);
             }
-            if (tail) {
-                __m512 x = _mm512_load_ps(qh + c * W);
-                a0 = _mm512_fmadd_ps(x, _mm512_maskz_loadu_ps(tail, k0 + c * W), a0);
-                a1 = _mm512_fmadd_ps(x, _mm512_maskz_loadu_ps(tail, k1 + c * W), a1);
-                a2 = _mm512_fmadd_ps(x, _mm512_maskz_loadu_ps(tail, k2 + c * W), a2);
-                a3 = _mm512_fmadd_ps(x, _mm512_maskz_loadu_ps(tail, k3 + c * W), a3);
-            }
-            _mm_storeu_ps(s + (size_t)hh * BK + j, hsum4(a0, a1, a2, a3));
+            __m128 sum = hsum4(acc[0], acc[1], acc[2], acc[3]);
+            float* sj = s + (size_t)hh * BK + j;
+            _mm_storeu_ps(sj, dc ? _mm_add_ps(_mm_loadu_ps(sj), sum) : sum);
         }
     }
     for (; j < nk; j++) { /* last keys one at a time */
-        const float* kj = k + j * kv_ts;
+        const float* kj = k + j * kv_ts + dc;
         for (int hh = 0; hh < G; hh++) {
-            const float* qh = qd + (size_t)hh * dp;
-            __m512 a0 = _mm512_setzero_ps();
-            int c = 0;
-            for (; c < nfull; c++)
-                a0 = _mm512_fmadd_ps(_mm512_load_ps(qh + c * W), _mm512_loadu_ps(kj + c * W), a0);
-            if (tail)
-                a0 = _mm512_fmadd_ps(_mm512_load_ps(qh + c * W),
-                                     _mm512_maskz_loadu_ps(tail, kj + c * W), a0);
-            s[(size_t)hh * BK + j] = _mm512_reduce_add_ps(a0);
+            const float* qh = qd + (size_t)hh * dp + dc;
+            __m512 acc = _mm512_setzero_ps();
+            for (int c = 0; c < 4; c++)
+                acc = _mm512_fmadd_ps(_mm512_load_ps(qh + c * W), _mm512_maskz_loadu_ps(mk[c], kj + c * W), acc);
+            s[(size_t)hh * BK + j] = (dc ? s[(size_t)hh * BK + j] : 0.0f) + _mm512_reduce_add_ps(acc);
         }
     }
 }
@@ -342,33 +348,53 @@ static float decode_softmax(float* s, int nk, float* m, float* l) {
     return alpha;
 }
 
-/* o[0:D] = o * alpha + sum_j p[j] V[j], in tiles of 4 vectors (masked last vector). */
-static void decode_pv(const float* p, int nk, const float* v, int64_t kv_ts, int D, float alpha,
-                      float* o) {
-    for (int d0 = 0; d0 < D; d0 += 4 * W) {
-        __mmask16 mk[4]; /* lanes of each vector inside [d0, D) */
-        for (int c = 0; c < 4; c++) {
-            int n = D - d0 - c * W;
-            mk[c] = n >= W ? 0xFFFF : n > 0 ? (__mmask16)((1u << n) - 1) : 0;
+/* o[h][0:DC] = o[h] * alpha[h] + sum_j p[h][j] V[j][0:DC] for HG heads (p rows BK apart,
+   o rows D apart): each V row is loaded once for the HG heads. */
+AI void decode_pv_heads(const float* p, int nk, const float* v, int64_t kv_ts,
+                        const __mmask16 mk[4], const float* alpha, float* o, int D, const int HG) {
+    __m512 acc[4][4];
+    for (int h = 0; h < HG; h++)
+        for (int c = 0; c < 4; c++)
+            acc[h][c] = _mm512_mul_ps(_mm512_maskz_loadu_ps(mk[c], o + (size_t)h * D + c * W),
+                                      _mm512_set1_ps(alpha[h]));
+    for (int j = 0; j < nk; j++) {
+        __m512 x[4];
+        for (int c = 0; c < 4; c++) x[c] = _mm512_maskz_loadu_ps(mk[c], v + j * kv_ts + c * W);
+        for (int h = 0; h < HG; h++) {
+            __m512 pj = _mm512_set1_ps(p[h * BK + j]);
+            for (int c = 0; c < 4; c++) acc[h][c] = _mm512_fmadd_ps(pj, x[c], acc[h][c]);
         }
-        __m512 al = _mm512_set1_ps(alpha), acc[4];
-        for (int c = 0; c < 4; c++) acc[c] = _mm512_mul_ps(_mm512_maskz_loadu_ps(mk[c], o + d0 + c * W), al);
-        for (int j = 0; j < nk; j++) {
-            __m512 pj = _mm512_set1_ps(p[j]);
-            const float* vr = v + j * kv_ts + d0;
-            for (int c = 0; c < 4; c++)
-                acc[c] = _mm512_fmadd_ps(pj, _mm512_maskz_loadu_ps(mk[c], vr + c * W), acc[c]);
+    }
+    for (int h = 0; h < HG; h++)
+        for (int c = 0; c < 4; c++) _mm512_mask_storeu_ps(o + (size_t)h * D + c * W, mk[c], acc[h][c]);
+}
+
+/* acc[hh] = acc[hh] * alpha[hh] + P[hh] V for all G heads, by chunks of D and heads in
+   groups of 4. */
+static void decode_pv(const float* p, int G, int nk, const float* v, int64_t kv_ts, int D,
+                      const float* alpha, float* acc) {
+    for (int dc = 0; dc < D; dc += DC) {
+        __mmask16 mk[4];
+        chunk_masks(D - dc, mk);
+        for (int h0 = 0; h0 < G; h0 += 4) {
+            const float *ph = p + (size_t)h0 * BK, *ah = alpha + h0, *vd = v + dc;
+            float* oh = acc + (size_t)h0 * D + dc;
+            switch (G - h0 < 4 ? G - h0 : 4) {
+            case 1: decode_pv_heads(ph, nk, vd, kv_ts, mk, ah, oh, D, 1); break;
+            case 2: decode_pv_heads(ph, nk, vd, kv_ts, mk, ah, oh, D, 2); break;
+            case 3: decode_pv_heads(ph, nk, vd, kv_ts, mk, ah, oh, D, 3); break;
+            default: decode_pv_heads(ph, nk, vd, kv_ts, mk, ah, oh, D, 4); break;
+            }
         }
-        for (int c = 0; c < 4; c++) _mm512_mask_storeu_ps(o + d0 + c * W, mk[c], acc[c]);
     }
 }
 
 /* Keys [j0, j1) of kv head g for its G query heads -> part = m[G], l[G], acc[G][D].
-   Scratch: qd[G][dp], s[G][BK]. */
+   Scratch: qd[G][dp], s[G][BK], alpha[G]. */
 static void decode_item(const attn_args* a, int g, int64_t j0, int64_t j1, float* part,
                         float* scratch) {
-    int G = a->Hq / a->Hkv, D = a->D, dp = (D + W - 1) / W * W;
-    float *qd = scratch, *s = qd + (size_t)G * dp;
+    int G = a->Hq / a->Hkv, D = a->D, dp = (D + DC - 1) / DC * DC;
+    float *qd = scratch, *s = qd + (size_t)G * dp, *alpha = s + (size_t)G * BK;
     float *m = part, *l = m + G, *acc = l + G;
     const float* kg = a->k + g * a->kv_hs;
     const float* vg = a->v + g * a->kv_hs;
@@ -381,12 +407,10 @@ static void decode_item(const attn_args* a, int g, int64_t j0, int64_t j1, float
     memset(acc, 0, (size_t)G * D * sizeof(float));
     for (int64_t jb = j0; jb < j1; jb += BK) {
         int nk = j1 - jb < BK ? (int)(j1 - jb) : BK;
-        decode_scores(qd, G, dp, kg + jb * a->kv_ts, a->kv_ts, nk, D, s);
-        for (int hh = 0; hh < G; hh++) {
-            float alpha = decode_softmax(s + (size_t)hh * BK, nk, &m[hh], &l[hh]);
-            decode_pv(s + (size_t)hh * BK, nk, vg + jb * a->kv_ts, a->kv_ts, D, alpha,
-                      acc + (size_t)hh * D);
-        }
+        const float *kb = kg + jb * a->kv_ts, *vb = vg + jb * a->kv_ts;
+        for (int dc = 0; dc < D; dc += DC) decode_scores_chunk(qd, G, dp, kb, a->kv_ts, nk, D, dc, s);
+        for (int hh = 0; hh < G; hh++) alpha[hh] = decode_softmax(s + (size_t)hh * BK, nk, &m[hh], &l[hh]);
+        decode_pv(s, G, nk, vb, a->kv_ts, D, alpha, acc);
     }
 }
 
@@ -418,13 +442,13 @@ static int attention_decode(const attn_args* a) {
     int64_t T = a->Tk;
     if (a->causal_offset >= 0 && (int64_t)a->causal_offset + 1 < T) T = a->causal_offset + 1;
     int nt = cw_nthreads(), G = a->Hq / a->Hkv, nsplit = decode_splits(a->Hkv, T, nt), failed = 0;
-    int items = a->Hkv * nsplit, dp = (a->D + W - 1) / W * W;
+    int items = a->Hkv * nsplit, dp = (a->D + DC - 1) / DC * DC;
     size_t psz = (size_t)G * (a->D + 2);
     float* parts = cw_alloc((size_t)items * psz * sizeof(float));
     if (!parts) return CW_ENOMEM;
 #pragma omp parallel num_threads(nt)
     {
-        float* scratch = cw_alloc(((size_t)G * dp + (size_t)G * BK) * sizeof(float));
+        float* scratch = cw_alloc(((size_t)G * dp + (size_t)G * BK + G) * sizeof(float));
         if (!scratch) {
 #pragma omp atomic write
             failed = 1;
