@@ -18,9 +18,10 @@
  *   ot[d][:] = ot[d][:] * alpha + sum_j V[j][d] * st[j][:]
  * and the softmax max / sum run down the columns, without horizontal reductions.
  *
- * Decode: one query per head, so the G heads of a kv head are processed together; the
- * dot products reduce four keys at a time (hsum4) and end in a scalar tail over
- * D % 8; each V row is accumulated into the G outputs while it is in L1.
+ * Decode: one query per head, so the G heads of a kv head are processed together.  A
+ * head's query chunk (4 vectors) stays in registers while it takes dot products with
+ * four K rows at a time (reduced by hsum4); each V vector is loaded once for up to four
+ * heads.  Both end in a scalar tail over D % 8.
  *
  * exp: exp(x) = 2^n * e^r with n = round(x / ln 2), r = x - n ln 2 (two-constant
  * Cody-Waite split), e^r by a degree-6 polynomial fitted for relative error on
@@ -285,45 +286,55 @@ AI __m128 hsum4(__m256 a, __m256 b, __m256 c, __m256 d) {
     return _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
 }
 
-/* Scores s[hh][j] = qd[hh] . K[j] for the G heads (qd[G][dp], scaled, zero padded). */
-static void decode_scores(const float* qd, int G, int dp, const float* k, int64_t kv_ts, int nk,
-                          int D, float* s) {
-    int dv = D / W * W; /* vector part; d in [dv, D) is the scalar tail */
-    int j = 0;
-    for (; j + 4 <= nk; j += 4) {
-        const float *k0 = k + j * kv_ts, *k1 = k0 + kv_ts, *k2 = k1 + kv_ts, *k3 = k2 + kv_ts;
-        for (int hh = 0; hh < G; hh++) {
-            const float* qh = qd + (size_t)hh * dp;
-            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-            for (int d = 0; d < dv; d += W) {
-                __m256 x = _mm256_load_ps(qh + d);
-                a0 = _mm256_fmadd_ps(x, _mm256_loadu_ps(k0 + d), a0);
-                a1 = _mm256_fmadd_ps(x, _mm256_loadu_ps(k1 + d), a1);
-                a2 = _mm256_fmadd_ps(x, _mm256_loadu_ps(k2 + d), a2);
-                a3 = _mm256_fmadd_ps(x, _mm256_loadu_ps(k3 + d), a3);
-            }
-            float* sj = s + (size_t)hh * BK + j;
-            _mm_storeu_ps(sj, hsum4(a0, a1, a2, a3));
-            for (int d = dv; d < D; d++) {
-                sj[0] += qh[d] * k0[d];
-                sj[1] += qh[d] * k1[d];
-                sj[2] += qh[d] * k2[d];
-                sj[3] += qh[d] * k3[d];
-            }
+/* s[hh][j..j+4] (+)= qd[hh][dc:dc+NV*W] . K[j..j+4][dc:dc+NV*W] for the G heads, four
+   keys at a time; the head's query chunk stays in registers over the block. */
+AI void decode_scores_tile(const float* qd, int G, int dp, const float* k, int64_t kv_ts,
+                           int nk, int dc, float* s, const int NV) {
+    for (int hh = 0; hh < G; hh++) {
+        const float* qh = qd + (size_t)hh * dp + dc;
+        __m256 x[4];
+        for (int c = 0; c < NV; c++) x[c] = _mm256_load_ps(qh + c * W);
+        float* sh = s + (size_t)hh * BK;
+        int j = 0;
+        for (; j + 4 <= nk; j += 4) {
+            const float* kj = k + j * kv_ts + dc;
+            __m256 acc[4];
+            for (int r = 0; r < 4; r++) acc[r] = _mm256_mul_ps(x[0], _mm256_loadu_ps(kj + r * kv_ts));
+            for (int c = 1; c < NV; c++)
+                for (int r = 0; r < 4; r++)
+                    acc[r] = _mm256_fmadd_ps(x[c], _mm256_loadu_ps(kj + r * kv_ts + c * W), acc[r]);
+            __m128 sum = hsum4(acc[0], acc[1], acc[2], acc[3]);
+            _mm_storeu_ps(sh + j, dc ? _mm_add_ps(_mm_loadu_ps(sh + j), sum) : sum);
+        }
+        for (; j < nk; j++) { /* last keys one at a time */
+            const float* kj = k + j * kv_ts + dc;
+            __m256 acc = _mm256_mul_ps(x[0], _mm256_loadu_ps(kj));
+            for (int c = 1; c < NV; c++) acc = _mm256_fmadd_ps(x[c], _mm256_loadu_ps(kj + c * W), acc);
+            sh[j] = (dc ? sh[j] : 0.0f) + hsum8(acc);
         }
     }
-    for (; j < nk; j++) { /* last keys one at a time */
-        const float* kj = k + j * kv_ts;
-        for (int hh = 0; hh < G; hh++) {
-            const float* qh = qd + (size_t)hh * dp;
-            __m256 a0 = _mm256_setzero_ps();
-            for (int d = 0; d < dv; d += W)
-                a0 = _mm256_fmadd_ps(_mm256_load_ps(qh + d), _mm256_loadu_ps(kj + d), a0);
-            float t = hsum8(a0);
+}
+
+/* Scores s[hh][j] = qd[hh] . K[j] (qd[G][dp]: scaled, zero padded): D in chunks of 4
+   vectors, then the last 1-3 vectors, then a scalar tail over D % 8. */
+static void decode_scores(const float* qd, int G, int dp, const float* k, int64_t kv_ts, int nk,
+                          int D, float* s) {
+    int dv = D / W * W, dc = 0;
+    for (; dc + 4 * W <= dv; dc += 4 * W) decode_scores_tile(qd, G, dp, k, kv_ts, nk, dc, s, 4);
+    switch ((dv - dc) / W) {
+    case 3: decode_scores_tile(qd, G, dp, k, kv_ts, nk, dc, s, 3); break;
+    case 2: decode_scores_tile(qd, G, dp, k, kv_ts, nk, dc, s, 2); break;
+    case 1: decode_scores_tile(qd, G, dp, k, kv_ts, nk, dc, s, 1); break;
+    default: break;
+    }
+    if (dv == D) return;
+    for (int hh = 0; hh < G; hh++) /* scalar tail */
+        for (int j = 0; j < nk; j++) {
+            const float *qh = qd + (size_t)hh * dp, *kj = k + j * kv_ts;
+            float t = dv ? s[(size_t)hh * BK + j] : 0.0f;
             for (int d = dv; d < D; d++) t += qh[d] * kj[d];
             s[(size_t)hh * BK + j] = t;
         }
-    }
 }
 
 /* Online-softmax step of one head over a row of nk scores s (becomes exp(s - m_new));
@@ -352,43 +363,66 @@ static float decode_softmax(float* s, int nk, float* m, float* l) {
     return alpha;
 }
 
-/* o[0:NV*W] = o * alpha + sum_j p[j] v[j][0:NV*W] */
-AI void decode_pv_tile(const float* p, int nk, const float* v, int64_t kv_ts, float alpha,
-                       float* o, const int NV) {
-    __m256 al = _mm256_set1_ps(alpha), acc[4];
-    for (int c = 0; c < NV; c++) acc[c] = _mm256_mul_ps(_mm256_loadu_ps(o + c * W), al);
+/* o[h][0:NV*W] = o[h] * alpha[h] + sum_j p[h][j] v[j][0:NV*W] for HG heads (p rows BK
+   apart, o rows D apart): each V vector is loaded once for the HG heads. */
+AI void decode_pv_tile(const float* p, int nk, const float* v, int64_t kv_ts, const float* alpha,
+                       float* o, int D, const int HG, const int NV) {
+    __m256 acc[4][2];
+    for (int h = 0; h < HG; h++)
+        for (int c = 0; c < NV; c++)
+            acc[h][c] = _mm256_mul_ps(_mm256_loadu_ps(o + (size_t)h * D + c * W),
+                                      _mm256_broadcast_ss(alpha + h));
     for (int j = 0; j < nk; j++) {
-        __m256 pj = _mm256_broadcast_ss(p + j);
-        const float* vr = v + j * kv_ts;
-        for (int c = 0; c < NV; c++) acc[c] = _mm256_fmadd_ps(pj, _mm256_loadu_ps(vr + c * W), acc[c]);
+        __m256 x[2];
+        for (int c = 0; c < NV; c++) x[c] = _mm256_loadu_ps(v + j * kv_ts + c * W);
+        for (int h = 0; h < HG; h++) {
+            __m256 pj = _mm256_broadcast_ss(p + h * BK + j);
+            for (int c = 0; c < NV; c++) acc[h][c] = _mm256_fmadd_ps(pj, x[c], acc[h][c]);
+        }
     }
-    for (int c = 0; c < NV; c++) _mm256_storeu_ps(o + c * W, acc[c]);
+    for (int h = 0; h < HG; h++)
+        for (int c = 0; c < NV; c++) _mm256_storeu_ps(o + (size_t)h * D + c * W, acc[h][c]);
 }
 
-/* o[0:D] = o * alpha + sum_j p[j] V[j]: tiles of 4 vectors, then a scalar tail. */
-static void decode_pv(const float* p, int nk, const float* v, int64_t kv_ts, int D, float alpha,
-                      float* o) {
-    int dv = D / W * W, d0 = 0;
-    for (; d0 + 4 * W <= dv; d0 += 4 * W) decode_pv_tile(p, nk, v + d0, kv_ts, alpha, o + d0, 4);
-    switch ((dv - d0) / W) {
-    case 3: decode_pv_tile(p, nk, v + d0, kv_ts, alpha, o + d0, 3); break;
-    case 2: decode_pv_tile(p, nk, v + d0, kv_ts, alpha, o + d0, 2); break;
-    case 1: decode_pv_tile(p, nk, v + d0, kv_ts, alpha, o + d0, 1); break;
-    default: break;
+#define PV_HG(NV)                                                                      \
+    switch (G - h0 < 4 ? G - h0 : 4) {                                                 \
+    case 1: decode_pv_tile(ph, nk, vd, kv_ts, ah, oh, D, 1, NV); break;                \
+    case 2: decode_pv_tile(ph, nk, vd, kv_ts, ah, oh, D, 2, NV); break;                \
+    case 3: decode_pv_tile(ph, nk, vd, kv_ts, ah, oh, D, 3, NV); break;                \
+    default: decode_pv_tile(ph, nk, vd, kv_ts, ah, oh, D, 4, NV); break;               \
     }
-    for (int d = dv; d < D; d++) {
-        float t = o[d] * alpha;
-        for (int j = 0; j < nk; j++) t += p[j] * v[j * kv_ts + d];
-        o[d] = t;
+
+/* acc[hh] = acc[hh] * alpha[hh] + P[hh] V for all G heads: heads in groups of 4, D in
+   tiles of 2 vectors, then a scalar tail over D % 8. */
+static void decode_pv(const float* p, int G, int nk, const float* v, int64_t kv_ts, int D,
+                      const float* alpha, float* acc) {
+    int dv = D / W * W;
+    for (int h0 = 0; h0 < G; h0 += 4) {
+        const float *ph = p + (size_t)h0 * BK, *ah = alpha + h0;
+        for (int d0 = 0; d0 < dv; d0 += 2 * W) {
+            const float* vd = v + d0;
+            float* oh = acc + (size_t)h0 * D + d0;
+            if (d0 + 2 * W <= dv) {
+                PV_HG(2)
+            } else {
+                PV_HG(1)
+            }
+        }
     }
+    for (int hh = 0; hh < G; hh++) /* scalar tail */
+        for (int d = dv; d < D; d++) {
+            float t = acc[(size_t)hh * D + d] * alpha[hh];
+            for (int j = 0; j < nk; j++) t += p[(size_t)hh * BK + j] * v[j * kv_ts + d];
+            acc[(size_t)hh * D + d] = t;
+        }
 }
 
 /* Keys [j0, j1) of kv head g for its G query heads -> part = m[G], l[G], acc[G][D].
-   Scratch: qd[G][dp], s[G][BK]. */
+   Scratch: qd[G][dp], s[G][BK], alpha[G]. */
 static void decode_item(const attn_args* a, int g, int64_t j0, int64_t j1, float* part,
                         float* scratch) {
     int G = a->Hq / a->Hkv, D = a->D, dp = (D + W - 1) / W * W;
-    float *qd = scratch, *s = qd + (size_t)G * dp;
+    float *qd = scratch, *s = qd + (size_t)G * dp, *alpha = s + (size_t)G * BK;
     float *m = part, *l = m + G, *acc = l + G;
     const float* kg = a->k + g * a->kv_hs;
     const float* vg = a->v + g * a->kv_hs;
@@ -401,12 +435,10 @@ static void decode_item(const attn_args* a, int g, int64_t j0, int64_t j1, float
     memset(acc, 0, (size_t)G * D * sizeof(float));
     for (int64_t jb = j0; jb < j1; jb += BK) {
         int nk = j1 - jb < BK ? (int)(j1 - jb) : BK;
-        decode_scores(qd, G, dp, kg + jb * a->kv_ts, a->kv_ts, nk, D, s);
-        for (int hh = 0; hh < G; hh++) {
-            float alpha = decode_softmax(s + (size_t)hh * BK, nk, &m[hh], &l[hh]);
-            decode_pv(s + (size_t)hh * BK, nk, vg + jb * a->kv_ts, a->kv_ts, D, alpha,
-                      acc + (size_t)hh * D);
-        }
+        const float *kb = kg + jb * a->kv_ts, *vb = vg + jb * a->kv_ts;
+        decode_scores(qd, G, dp, kb, a->kv_ts, nk, D, s);
+        for (int hh = 0; hh < G; hh++) alpha[hh] = decode_softmax(s + (size_t)hh * BK, nk, &m[hh], &l[hh]);
+        decode_pv(s, G, nk, vb, a->kv_ts, D, alpha, acc);
     }
 }
 
@@ -444,7 +476,7 @@ static int attention_decode(const attn_args* a) {
     if (!parts) return CW_ENOMEM;
 #pragma omp parallel num_threads(nt)
     {
-        float* scratch = cw_alloc(((size_t)G * dp + (size_t)G * BK) * sizeof(float));
+        float* scratch = cw_alloc(((size_t)G * dp + (size_t)G * BK + G) * sizeof(float));
         if (!scratch) {
 #pragma omp atomic write
             failed = 1;
