@@ -18,10 +18,11 @@
  *   ot[d][:] = ot[d][:] * alpha + sum_j V[j][d] * st[j][:]
  * and the softmax max / sum run down the columns, without horizontal reductions.
  *
- * Decode: one query per head, so the G heads of a kv head are processed together.  A
- * head's query chunk (4 vectors) stays in registers while it takes dot products with
- * four K rows at a time (reduced by hsum4); each V vector is loaded once for up to four
- * heads.  Both end in a scalar tail over D % 8.
+ * Decode: one query per head, so the G heads of a kv head are processed together (the K/V
+ * block comes from memory once, the other heads find it in L1).  A head's query chunk
+ * (up to 8 vectors) stays in registers while it takes dot products with four K rows at a
+ * time (reduced by hsum4); the output chunk (up to 8 vectors) stays in registers while
+ * the V rows stream in order.  Both end in a scalar tail over D % 8.
  *
  * exp: exp(x) = 2^n * e^r with n = round(x / ln 2), r = x - n ln 2 (two-constant
  * Cody-Waite split), e^r by a degree-6 polynomial fitted for relative error on
@@ -287,12 +288,13 @@ AI __m128 hsum4(__m256 a, __m256 b, __m256 c, __m256 d) {
 }
 
 /* s[hh][j..j+4] (+)= qd[hh][dc:dc+NV*W] . K[j..j+4][dc:dc+NV*W] for the G heads, four
-   keys at a time; the head's query chunk stays in registers over the block. */
+   keys at a time; the head's query chunk (up to 8 vectors = 64 floats, so a D = 64 row is
+   read whole and the K block streams in order) stays in registers over the block. */
 AI void decode_scores_tile(const float* qd, int G, int dp, const float* k, int64_t kv_ts,
                            int nk, int dc, float* s, const int NV) {
     for (int hh = 0; hh < G; hh++) {
         const float* qh = qd + (size_t)hh * dp + dc;
-        __m256 x[4];
+        __m256 x[8];
         for (int c = 0; c < NV; c++) x[c] = _mm256_load_ps(qh + c * W);
         float* sh = s + (size_t)hh * BK;
         int j = 0;
@@ -315,17 +317,29 @@ AI void decode_scores_tile(const float* qd, int G, int dp, const float* k, int64
     }
 }
 
-/* Scores s[hh][j] = qd[hh] . K[j] (qd[G][dp]: scaled, zero padded): D in chunks of 4
-   vectors, then the last 1-3 vectors, then a scalar tail over D % 8. */
+/* Run `call(NV)` with a compile-time NV = 1..8. */
+#define BY_NV(call, nv)                                                               \
+    switch (nv) {                                                                     \
+    case 1: call(1); break;                                                           \
+    case 2: call(2); break;                                                           \
+    case 3: call(3); break;                                                           \
+    case 4: call(4); break;                                                           \
+    case 5: call(5); break;                                                           \
+    case 6: call(6); break;                                                           \
+    case 7: call(7); break;                                                           \
+    default: call(8); break;                                                          \
+    }
+
+/* Scores s[hh][j] = qd[hh] . K[j] (qd[G][dp]: scaled, zero padded): D in chunks of 8
+   vectors, then the last 1-7 vectors, then a scalar tail over D % 8. */
 static void decode_scores(const float* qd, int G, int dp, const float* k, int64_t kv_ts, int nk,
                           int D, float* s) {
-    int dv = D / W * W, dc = 0;
-    for (; dc + 4 * W <= dv; dc += 4 * W) decode_scores_tile(qd, G, dp, k, kv_ts, nk, dc, s, 4);
-    switch ((dv - dc) / W) {
-    case 3: decode_scores_tile(qd, G, dp, k, kv_ts, nk, dc, s, 3); break;
-    case 2: decode_scores_tile(qd, G, dp, k, kv_ts, nk, dc, s, 2); break;
-    case 1: decode_scores_tile(qd, G, dp, k, kv_ts, nk, dc, s, 1); break;
-    default: break;
+    int dv = D / W * W;
+    for (int dc = 0; dc < dv; dc += 8 * W) {
+        int nv = (dv - dc) / W < 8 ? (dv - dc) / W : 8;
+#define SC(NV) decode_scores_tile(qd, G, dp, k, kv_ts, nk, dc, s, NV)
+        BY_NV(SC, nv)
+#undef SC
     }
     if (dv == D) return;
     for (int hh = 0; hh < G; hh++) /* scalar tail */
@@ -363,58 +377,40 @@ static float decode_softmax(float* s, int nk, float* m, float* l) {
     return alpha;
 }
 
-/* o[h][0:NV*W] = o[h] * alpha[h] + sum_j p[h][j] v[j][0:NV*W] for HG heads (p rows BK
-   apart, o rows D apart): each V vector is loaded once for the HG heads. */
-AI void decode_pv_tile(const float* p, int nk, const float* v, int64_t kv_ts, const float* alpha,
-                       float* o, int D, const int HG, const int NV) {
-    __m256 acc[4][2];
-    for (int h = 0; h < HG; h++)
-        for (int c = 0; c < NV; c++)
-            acc[h][c] = _mm256_mul_ps(_mm256_loadu_ps(o + (size_t)h * D + c * W),
-                                      _mm256_broadcast_ss(alpha + h));
+/* o[0:NV*W] = o * alpha + sum_j p[j] v[j][0:NV*W]: up to 64 floats, so a D = 64 V row
+   is read whole and the block streams in order. */
+AI void decode_pv_tile(const float* p, int nk, const float* v, int64_t kv_ts, float alpha,
+                       float* o, const int NV) {
+    __m256 acc[8], al = _mm256_set1_ps(alpha);
+    for (int c = 0; c < NV; c++) acc[c] = _mm256_mul_ps(_mm256_loadu_ps(o + c * W), al);
     for (int j = 0; j < nk; j++) {
-        __m256 x[2];
-        for (int c = 0; c < NV; c++) x[c] = _mm256_loadu_ps(v + j * kv_ts + c * W);
-        for (int h = 0; h < HG; h++) {
-            __m256 pj = _mm256_broadcast_ss(p + h * BK + j);
-            for (int c = 0; c < NV; c++) acc[h][c] = _mm256_fmadd_ps(pj, x[c], acc[h][c]);
-        }
+        __m256 pj = _mm256_broadcast_ss(p + j);
+        const float* vr = v + j * kv_ts;
+        for (int c = 0; c < NV; c++) acc[c] = _mm256_fmadd_ps(pj, _mm256_loadu_ps(vr + c * W), acc[c]);
     }
-    for (int h = 0; h < HG; h++)
-        for (int c = 0; c < NV; c++) _mm256_storeu_ps(o + (size_t)h * D + c * W, acc[h][c]);
+    for (int c = 0; c < NV; c++) _mm256_storeu_ps(o + c * W, acc[c]);
 }
 
-#define PV_HG(NV)                                                                      \
-    switch (G - h0 < 4 ? G - h0 : 4) {                                                 \
-    case 1: decode_pv_tile(ph, nk, vd, kv_ts, ah, oh, D, 1, NV); break;                \
-    case 2: decode_pv_tile(ph, nk, vd, kv_ts, ah, oh, D, 2, NV); break;                \
-    case 3: decode_pv_tile(ph, nk, vd, kv_ts, ah, oh, D, 3, NV); break;                \
-    default: decode_pv_tile(ph, nk, vd, kv_ts, ah, oh, D, 4, NV); break;               \
-    }
-
-/* acc[hh] = acc[hh] * alpha[hh] + P[hh] V for all G heads: heads in groups of 4, D in
-   tiles of 2 vectors, then a scalar tail over D % 8. */
+/* acc[hh] = acc[hh] * alpha[hh] + P[hh] V for all G heads: D in chunks of 8 vectors, the
+   last 1-7 vectors, then a scalar tail over D % 8. */
 static void decode_pv(const float* p, int G, int nk, const float* v, int64_t kv_ts, int D,
                       const float* alpha, float* acc) {
     int dv = D / W * W;
-    for (int h0 = 0; h0 < G; h0 += 4) {
-        const float *ph = p + (size_t)h0 * BK, *ah = alpha + h0;
-        for (int d0 = 0; d0 < dv; d0 += 2 * W) {
-            const float* vd = v + d0;
-            float* oh = acc + (size_t)h0 * D + d0;
-            if (d0 + 2 * W <= dv) {
-                PV_HG(2)
-            } else {
-                PV_HG(1)
-            }
+    for (int hh = 0; hh < G; hh++) {
+        const float* ph = p + (size_t)hh * BK;
+        float* oh = acc + (size_t)hh * D;
+        for (int d0 = 0; d0 < dv; d0 += 8 * W) {
+            int nv = (dv - d0) / W < 8 ? (dv - d0) / W : 8;
+#define PV(NV) decode_pv_tile(ph, nk, v + d0, kv_ts, alpha[hh], oh + d0, NV)
+            BY_NV(PV, nv)
+#undef PV
+        }
+        for (int d = dv; d < D; d++) { /* scalar tail */
+            float t = oh[d] * alpha[hh];
+            for (int j = 0; j < nk; j++) t += ph[j] * v[j * kv_ts + d];
+            oh[d] = t;
         }
     }
-    for (int hh = 0; hh < G; hh++) /* scalar tail */
-        for (int d = dv; d < D; d++) {
-            float t = acc[(size_t)hh * D + d] * alpha[hh];
-            for (int j = 0; j < nk; j++) t += p[(size_t)hh * BK + j] * v[j * kv_ts + d];
-            acc[(size_t)hh * D + d] = t;
-        }
 }
 
 /* Keys [j0, j1) of kv head g for its G query heads -> part = m[G], l[G], acc[G][D].
