@@ -150,10 +150,17 @@ def _elem_strides(name, a, last_contiguous=True):
     return strides
 
 
+_ARRAY_TYPE = {"float*": "float[]", "int8_t*": "int8_t[]", "uint16_t*": "uint16_t[]"}
+
+
 def _p(ctype, a):
-    """A C pointer to a's data (the array may be a strided view; a must stay alive)."""
+    """A C pointer to a's data (a must stay alive during the call).  Contiguous arrays go
+    through ffi.from_buffer (about 0.2 us); strided views through the array interface
+    (about 1.3 us), since from_buffer refuses them."""
     if a.size == 0:
         return ffi.NULL
+    if a.flags.c_contiguous:
+        return ffi.from_buffer(_ARRAY_TYPE[ctype], a)
     return ffi.cast(ctype, a.__array_interface__["data"][0])
 
 
@@ -446,16 +453,19 @@ def attention(q, k, v, out=None, scale=None, causal_offset=-1):
         raise ValueError(f"query heads {Hq} must be a multiple of key/value heads {Hkv}")
     if not isinstance(causal_offset, (int, np.integer)):
         raise ValueError(f"causal_offset must be an integer, got {causal_offset!r}")
-    q_ts, q_hs, _ = _elem_strides("q", q)
-    kv_ts, kv_hs, _ = _elem_strides("k", k)
-    if _elem_strides("v", v) != (kv_ts, kv_hs, 1) and Tk and D > 1:
+    # An empty array is never read, so its strides (numpy may report 0) are not checked.
+    # The kernel reads v with k's strides: they must agree on every axis longer than 1.
+    q_ts, q_hs, _ = _elem_strides("q", q) if q.size else (0, 0, 1)
+    kv_ts, kv_hs, _ = _elem_strides("k", k) if k.size else (0, 0, 1)
+    v_ts, v_hs, _ = _elem_strides("v", v) if v.size else (0, 0, 1)
+    if (Tk > 1 and v_ts != kv_ts) or (Tk and Hkv > 1 and v_hs != kv_hs):
         raise ValueError("k and v must have the same strides")
     if out is None:
         out = aligned_empty((Tq, Hq, D))
     else:
         _arr("out", out, np.float32, 3, writable=True, contiguous=False)
         _shape("out", out, (Tq, Hq, D))
-    o_ts, o_hs, _ = _elem_strides("out", out)
+    o_ts, o_hs, _ = _elem_strides("out", out) if out.size else (0, 0, 1)
     scale = float(1.0 / np.sqrt(D)) if scale is None else float(scale)
     if lib is None:
         out[...] = attention_ref(q, k, v, scale, causal_offset)

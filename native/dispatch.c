@@ -137,9 +137,18 @@ int cw_copy(float* dst, const float* src, int64_t n) {
     default: return name##_scalar(__VA_ARGS__);                   \
     }
 
+/* y[M, N] = bias (or zeros): the product over an empty K. */
+static int fill_bias(const float* bias, float* y, int M, int N) {
+    CHECK(y);
+    for (int64_t m = 0; m < M; m++)
+        for (int64_t n = 0; n < N; n++) y[m * N + n] = bias ? bias[n] : 0.0f;
+    return CW_OK;
+}
+
 int cw_matmul_f32(const float* x, const float* w, const float* bias, float* y, int M, int N, int K) {
     CHECK(M >= 0 && N >= 0 && K >= 0);
     if (M == 0 || N == 0) return CW_OK;
+    if (K == 0) return fill_bias(bias, y, M, N);
     CHECK(x && w && y);
     DISPATCH(cw_matmul_f32, x, w, bias, y, M, N, K)
 }
@@ -162,6 +171,7 @@ int cw_matmul_q8(const float* x, const int8_t* wq, const uint16_t* wd, const flo
                  int M, int N, int K) {
     CHECK(M >= 0 && N >= 0 && K >= 0 && K % CW_QK == 0);
     if (M == 0 || N == 0) return CW_OK;
+    if (K == 0) return fill_bias(bias, y, M, N);
     CHECK(x && wq && wd && y);
     DISPATCH(cw_matmul_q8, x, wq, wd, bias, y, M, N, K)
 }

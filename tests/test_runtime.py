@@ -193,3 +193,11 @@ def test_cli_bench_kernels_json_schema():
     for r in rows:
         assert set(r) >= {"kernel", "shape", "isa", "ms", "gflop_s", "gb_s"}
         assert r["ms"] > 0 and r["gb_s"] > 0
+
+
+def test_empty_inner_dimension_gives_the_bias():
+    bias = np.arange(3, dtype=np.float32)
+    x = np.zeros((2, 0), np.float32)
+    assert np.array_equal(K.matmul(x, np.zeros((3, 0), np.float32), bias), np.tile(bias, (2, 1)))
+    y = K.matmul_q8(x, np.zeros((3, 0), np.int8), np.zeros((3, 0), np.float16))
+    assert np.array_equal(y, np.zeros((2, 3), np.float32))

@@ -1,0 +1,110 @@
+"""Choosing the next token from logits, and turning a growing list of tokens into text
+pieces that are safe to show.
+
+Sampling (llama2.c keeps it apart from forward; so do we): greedy when temperature is 0;
+otherwise softmax(logits / temperature), restricted to the top_k most likely tokens
+and to the smallest set whose probability reaches top_p (nucleus), drawn with a seeded
+numpy Generator so a seed reproduces a completion.  Tokens in `banned` (special tokens
+the caller must never emit) get probability zero.
+
+TextStream turns token ids into text pieces for streaming: it holds back a piece while
+it ends in an incomplete UTF-8 sequence (decoded as U+FFFD) or could be the start of a
+stop string, and cuts the text at the first stop string.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    temperature: float = 0.0
+    top_k: int = 0          # 0: no limit
+    top_p: float = 1.0      # 1: no limit
+    seed: int | None = None
+
+    def __post_init__(self):
+        if not (0.0 <= self.temperature <= 100.0):
+            raise ValueError(f"temperature must be in 0..100, got {self.temperature}")
+        if self.top_k < 0:
+            raise ValueError(f"top_k must be >= 0, got {self.top_k}")
+        if not (0.0 < self.top_p <= 1.0):
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+
+
+class Sampler:
+    def __init__(self, params: SamplingParams = SamplingParams(), banned=()):
+        self.params = params
+        self.rng = np.random.default_rng(params.seed)
+        self.banned = np.array(sorted(set(int(b) for b in banned)), dtype=np.int64)
+
+    def __call__(self, logits: np.ndarray) -> int:
+        logits = np.asarray(logits, dtype=np.float64).copy()  # (V,)
+        if self.banned.size:
+            logits[self.banned[self.banned < logits.size]] = -np.inf
+        p = self.params
+        if p.temperature == 0.0:
+            return int(np.argmax(logits))
+        logits /= p.temperature
+        if p.top_k and p.top_k < logits.size:
+            kth = np.partition(logits, -p.top_k)[-p.top_k]
+            logits[logits < kth] = -np.inf
+        probs = np.exp(logits - logits.max())
+        probs /= probs.sum()
+        if p.top_p < 1.0:
+            order = np.argsort(-probs, kind="stable")
+            cum = np.cumsum(probs[order])
+            keep = order[: int(np.searchsorted(cum, p.top_p) + 1)]
+            mask = np.zeros_like(probs, dtype=bool)
+            mask[keep] = True
+            probs = np.where(mask, probs, 0.0)
+            probs /= probs.sum()
+        return int(self.rng.choice(probs.size, p=probs))
+
+
+class TextStream:
+    """Feed token ids one at a time; `push` returns the text that became safe to show."""
+
+    def __init__(self, tokenizer, stops=()):
+        self.tok = tokenizer
+        self.stops = tuple(s for s in stops if s)
+        self.ids: list[int] = []
+        self.emitted = 0          # characters of the decoded text already returned
+        self.stopped = False
+        self.text = ""
+
+    def _holdback(self, text: str) -> int:
+        """How many trailing characters might begin a stop string."""
+        hold = 0
+        for stop in self.stops:
+            for n in range(min(len(stop) - 1, len(text)), 0, -1):
+                if text.endswith(stop[:n]):
+                    hold = max(hold, n)
+                    break
+        return hold
+
+    def push(self, tid: int) -> str:
+        if self.stopped:
+            return ""
+        self.ids.append(int(tid))
+        text = self.tok.decode(self.ids)
+        for stop in self.stops:
+            at = text.find(stop)
+            if at >= 0:
+                text = text[:at]
+                self.stopped = True
+        if not self.stopped and text.endswith("\ufffd"):
+            return ""  # an incomplete UTF-8 sequence: wait for the next token
+        safe = len(text) if self.stopped else len(text) - self._holdback(text)
+        piece = text[self.emitted:max(safe, self.emitted)]
+        self.emitted = max(self.emitted, safe)
+        self.text = text
+        return piece
+
+    def flush(self) -> str:
+        """The held-back rest, once generation has ended without a stop string."""
+        rest = self.text[self.emitted:]
+        self.emitted = len(self.text)
+        return rest.rstrip("\ufffd")
