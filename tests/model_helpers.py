@@ -2,7 +2,7 @@
 enough that every component moves the output (so a wrong wire shows up)."""
 import numpy as np
 
-from cromwell_lsp.model.config import ModelConfig
+from cromwell_lsp.model.config import ModelConfig, llama
 
 TINY = ModelConfig(
     vocab_size=96, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=96, max_seq_len=64,
@@ -11,12 +11,8 @@ TINY = ModelConfig(
     fusion_ffn_dim=96, joint_dim=64, jepa_layers=2, jepa_heads=4, jepa_ffn_dim=96,
     jepa_pred_dim=64, ar_layers=2, ar_heads=4, ar_kv_heads=2, ar_ffn_dim=96)
 
-TINY_LLAMA = ModelConfig.from_dict({**TINY.to_dict(), **{
-    k: 0 for k in ("patch_dim", "mbconv_blocks", "mbconv_expand", "vision_dim", "vision_layers",
-                   "vision_heads", "vision_ffn_dim", "window_size", "image_size", "fusion_layers",
-                   "fusion_ffn_dim", "joint_dim", "jepa_layers", "jepa_heads", "jepa_ffn_dim",
-                   "jepa_pred_dim", "n_future", "ar_layers", "ar_heads", "ar_kv_heads",
-                   "ar_ffn_dim")}, "arch": "llama", "step_weights": []})
+TINY_LLAMA = llama(vocab_size=96, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=96,
+                   max_seq_len=64)
 
 
 def random_twin(cfg=TINY, seed=0):

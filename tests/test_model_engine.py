@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 from cromwell_lsp.model import CromwellVLJEPA
-from cromwell_lsp.model.engine import Engine
 from cromwell_lsp.model.fusion import Fusion
 from cromwell_lsp.model.heads import ARHead, JEPAHead
 from cromwell_lsp.model.kvcache import KVCache, KVStack

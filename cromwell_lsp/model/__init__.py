@@ -60,10 +60,10 @@ class CromwellVLJEPA:
     def new_cache(self, capacity: int = 64) -> KVCache:
         return self.engine.new_cache(capacity)
 
-    def forward(self, tokens, cache: KVCache, image: VisionState | None = None,
+    def forward(self, tokens, cache: KVCache, image_state: VisionState | None = None,
                 jepa: bool = False, last_only: bool = False):
         """See Engine.forward: logits for the new tokens (and JEPA predictions on request)."""
-        return self.engine.forward(tokens, cache, image, jepa, last_only)
+        return self.engine.forward(tokens, cache, image_state, jepa, last_only)
 
     def encode_image(self, image) -> VisionState:
         """image: a path, a PIL image or an array [H, W, C] -> vision tokens (cache per image)."""

@@ -18,7 +18,7 @@ import json
 from dataclasses import dataclass
 
 ARCHS = ("vljepa", "llama")
-_VLJEPA_ONLY = ("patch_dim", "mbconv_blocks", "mbconv_expand", "vision_dim", "vision_layers",
+VLJEPA_ONLY_FIELDS = ("image_channels", "patch_size", "patch_dim", "mbconv_blocks", "mbconv_expand", "vision_dim", "vision_layers",
                 "vision_heads", "vision_ffn_dim", "window_size", "image_size", "fusion_layers",
                 "fusion_ffn_dim", "joint_dim", "jepa_layers", "jepa_heads", "jepa_ffn_dim",
                 "jepa_pred_dim", "n_future", "ar_layers", "ar_heads", "ar_kv_heads", "ar_ffn_dim")
@@ -123,7 +123,7 @@ class ModelConfig:
             if kv < 1 or heads % kv:
                 p.append(f"{name}n_heads={heads} must be a multiple of {name}kv_heads={kv}")
         if self.arch == "llama":
-            nonzero = [n for n in _VLJEPA_ONLY if getattr(self, n)]
+            nonzero = [n for n in VLJEPA_ONLY_FIELDS if getattr(self, n)]
             if nonzero:
                 p.append(f"arch 'llama' has no vision/fusion/JEPA/AR parts; set {', '.join(nonzero)} to 0")
             return p
@@ -189,8 +189,9 @@ def _check_type(name, value, default):
         raise ValueError(f"model config field {name!r} has {value!r}; expected a value like {default!r}")
 
 
-def _llama(**sizes) -> ModelConfig:
-    zeros = {n: 0 for n in _VLJEPA_ONLY}
+def llama(**sizes) -> ModelConfig:
+    """A plain Llama-shaped decoder config: every vision/fusion/JEPA/AR size 0."""
+    zeros = {n: 0 for n in VLJEPA_ONLY_FIELDS}
     return ModelConfig(arch="llama", step_weights=(), **{**zeros, **sizes})
 
 
@@ -209,10 +210,10 @@ PRESETS = {
         fusion_layers=2, fusion_ffn_dim=384, joint_dim=128, jepa_layers=2, jepa_heads=4,
         jepa_ffn_dim=256, jepa_pred_dim=256, ar_layers=2, ar_heads=6, ar_kv_heads=2,
         ar_ffn_dim=512),
-    "llama-25m": _llama(vocab_size=16384, d_model=384, n_layers=12, n_heads=6, n_kv_heads=2,
-                        ffn_dim=1024),
-    "llama-100m": _llama(vocab_size=16384, d_model=768, n_layers=14, n_heads=12, n_kv_heads=4,
-                         ffn_dim=2048),
+    "llama-25m": llama(vocab_size=16384, d_model=384, n_layers=12, n_heads=6, n_kv_heads=2,
+                       ffn_dim=1024),
+    "llama-100m": llama(vocab_size=16384, d_model=768, n_layers=14, n_heads=12, n_kv_heads=4,
+                        ffn_dim=2048),
 }
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import kernels
 from .config import ModelConfig
 from .fusion import Fusion
 from .heads import ARHead, JEPAHead
@@ -51,17 +50,18 @@ class Engine:
             raise ValueError(f"arch {self.cfg.arch!r} has no vision encoder")
         return self.vision(image)
 
-    def forward(self, tokens, cache: KVCache, image: VisionState | None = None,
+    def forward(self, tokens, cache: KVCache, image_state: VisionState | None = None,
                 jepa: bool = False, last_only: bool = False):
         """Logits [T, V] (or [1, V] with last_only) for T new tokens at cache.length;
         with jepa=True returns (logits, predictions [n_future, T, J]).
 
-        image: attach this image with these tokens as its prompt (the image->text
-        attention reads exactly them), or pass the attached image again while decoding."""
-        tokens = self._check(tokens, cache, image, jepa)
+        image_state (from encode_image): attach this image with these tokens as its prompt
+        (the image->text attention reads exactly them), or pass the attached image again
+        (or None) while decoding; the cache keeps what decoding needs."""
+        tokens = self._check(tokens, cache, image_state, jepa)
         if self.cfg.arch == "llama":
             return self._logits(self.lang(tokens, cache.lang), last_only)
-        z = self._joint(tokens, cache, image)  # (T, J)
+        z = self._joint(tokens, cache, image_state)  # (T, J)
         logits = self._logits(self.ar(z, cache.ar), last_only)
         if not jepa:
             return logits
