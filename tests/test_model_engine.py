@@ -238,7 +238,7 @@ def test_image_attached_after_a_text_prefix(model, twin):
     ref = _twin(twin, tokens, image, span=(3, 8)).logits[0].numpy()
     assert rel_err(got, ref) < FP32_TOL
     with pytest.raises(ValueError, match="another image"):
-        model.forward(tokens[:1], cache, model.encode_image(image))
+        model.forward(tokens[:1], cache, model.encode_image(random_image(16, 16, seed=99)))
 
 
 def test_truncate_and_reprefill_equals_fresh_prefill(model):
@@ -303,3 +303,31 @@ def test_engine_rejects_bad_input(model):
         model.forward([], cache)
     with pytest.raises(ValueError, match="another model config"):
         model.forward([1], KVCache(TINY.replace(n_layers=1)))
+
+
+def test_images_from_paths_and_pil_are_cached_by_content(model, tmp_path):
+    from PIL import Image
+    pixels = random_image(20, 24, seed=21)
+    Image.fromarray(pixels).save(tmp_path / "shot.png")
+    first = model.encode_image(tmp_path / "shot.png")
+    assert model.encode_image(Image.fromarray(pixels)) is first
+    assert model.encode_image(pixels) is first
+    assert model.encode_image(random_image(20, 24, seed=22)) is not first
+    assert first.grid == (5, 6) and first.tokens.shape == (30, TINY.vision_dim)
+
+
+def test_twin_trains_every_part():
+    """One hybrid loss (LM + JEPA + a joint-space term) reaches every parameter."""
+    import torch.nn.functional as F
+
+    from cromwell_lsp.training.model import jepa_loss, random_init
+    model = random_init(TINY, 5)
+    tokens = torch.as_tensor(_toks(10, seed=23)).reshape(1, 10)
+    image = _t(preprocess(random_image(20, 20, seed=24)))[None].float()
+    out = model(tokens, image, (0, 6))
+    lm = F.cross_entropy(out.logits[0, :-1], tokens[0, 1:])
+    joint = (model.embed_image(image) * model.embed_text(tokens)).sum()
+    loss = 0.7 * lm + 0.3 * jepa_loss(out.preds, out.z, TINY.step_weights) + 0.01 * joint
+    loss.backward()
+    dead = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.any()]
+    assert not dead

@@ -14,6 +14,8 @@ its own; it is not part of this class yet.
 """
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -31,9 +33,12 @@ __all__ = ["CromwellVLJEPA", "ModelConfig", "PRESETS", "preset", "KVCache", "Vis
 class CromwellVLJEPA:
     """A loaded model: the engine, its weights file (kept mapped) and its tokenizer."""
 
+    VISION_CACHE_SIZE = 4  # encoded images kept, most recently used first out last
+
     def __init__(self, weights: WeightsFile, tokenizer=None):
         self.weights, self.config, self.tokenizer = weights, weights.config, tokenizer
         self.engine = Engine(weights.config, weights.tensors)
+        self._vision_cache: OrderedDict[str, VisionState] = OrderedDict()
 
     @classmethod
     def load(cls, path: str | Path, tokenizer: str | Path | None = None) -> "CromwellVLJEPA":
@@ -66,8 +71,17 @@ class CromwellVLJEPA:
         return self.engine.forward(tokens, cache, image_state, jepa, last_only)
 
     def encode_image(self, image) -> VisionState:
-        """image: a path, a PIL image or an array [H, W, C] -> vision tokens (cache per image)."""
-        return self.engine.encode_image(_image_array(image))
+        """image: a path, a PIL image or an array [H, W, C] -> vision tokens.  The last few
+        images are cached by content, so asking again about one screenshot is free."""
+        pixels = np.ascontiguousarray(_image_array(image))
+        key = hashlib.sha256(pixels.tobytes()).hexdigest() + f"{pixels.shape}{pixels.dtype}"
+        if key in self._vision_cache:
+            self._vision_cache.move_to_end(key)
+            return self._vision_cache[key]
+        state = self._vision_cache[key] = self.engine.encode_image(pixels)
+        while len(self._vision_cache) > self.VISION_CACHE_SIZE:
+            self._vision_cache.popitem(last=False)
+        return state
 
     def embed_image(self, image) -> np.ndarray:
         """Mean-pooled, L2-normalised joint-space vector [J] of an image."""
