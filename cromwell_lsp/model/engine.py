@@ -93,7 +93,7 @@ class Engine:
                              f"max_seq_len={self.cfg.max_seq_len}; truncate the cache first")
         if self.cfg.arch == "llama" and (image is not None or jepa):
             raise ValueError("arch 'llama' takes no image and has no JEPA head")
-        if image is not None and cache.image is not None and image is not cache.image.vision_state:
+        if image is not None and cache.image is not None and not _same_image(image, cache.image):
             raise ValueError("this sequence already reads another image; truncate the cache to "
                              "before its prompt (or use a new cache) to attach a new one")
         return tokens
@@ -108,6 +108,11 @@ class Engine:
 
     def image_states(self, vision_state: VisionState) -> np.ndarray:
         return self.joint_vision(vision_state.tokens)  # (N, J)
+
+
+def _same_image(state: VisionState, attached) -> bool:
+    other = attached.vision_state
+    return state is other or (state.grid == other.grid and np.array_equal(state.tokens, other.tokens))
 
 
 def pooled(z: np.ndarray) -> np.ndarray:
