@@ -219,7 +219,9 @@ def test_jepa_catches_up_after_plain_decoding(model):
 def test_decode_with_image_equals_full_recompute(model, twin):
     tokens, image = _toks(12, seed=10), random_image(20, 36, seed=11)
     vision = model.encode_image(image)
+    before = vision.tokens.copy()
     logits, cache = _decode(model, tokens, 6, vision)
+    np.testing.assert_array_equal(vision.tokens, before)  # shared per image: never fused in place
     assert (cache.image.p0, cache.image.p1) == (0, 6)
     ref = _twin(twin, tokens, image, span=(0, 6)).logits[0].numpy()
     assert rel_err(logits, ref) < FP32_TOL

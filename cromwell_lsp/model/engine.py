@@ -28,6 +28,9 @@ from .vision import VisionEncoder, VisionState
 
 
 class Engine:
+    """The model's parts built from a weights dict (names: weights.fp32_tensors, each linear
+    weight float32 or an int8 `.q`/`.d` pair); holds no per-sequence state (see KVCache)."""
+
     def __init__(self, cfg: ModelConfig, tensors: dict):
         self.cfg = cfg
         self.lang = LanguageEncoder(tensors, cfg)
