@@ -8,9 +8,13 @@
 
 The engine's parts live beside this file: config (ModelConfig and presets), weights
 (safetensors, mmap, int8), kvcache, layers, vision, language, fusion, heads (JEPA, AR),
-engine (forward).  Generation (sampling, stop strings, deadlines, streaming, JEPA
-self-speculative decoding) is built on `forward` and the JEPA predictions in a module of
-its own; it is not part of this class yet.
+engine (forward), sampling, generation (the decode loop, limits and JEPA self-speculative
+decoding), prompts (the formats shared with training).
+
+    text = model.generate("def fibonacci(n):", max_tokens=48)
+    for piece in model.generate("class Stack:", stream=True): print(piece, end="")
+    middle = model.complete(prefix, suffix)          # fill in the middle (SPM order)
+    code = model.generate_multimodal("shot.png", "")  # read code from a screenshot
 """
 from __future__ import annotations
 
@@ -20,14 +24,17 @@ from pathlib import Path
 
 import numpy as np
 
+from . import prompts
 from .config import PRESETS, ModelConfig, preset
 from .engine import Engine, pooled
+from .generation import GenerationConfig, GenerationStats, generate_ids
+from .sampling import SamplingParams, TextStream
 from .kvcache import KVCache
 from .vision import VisionState
 from .weights import WeightsError, WeightsFile, load as load_weights
 
 __all__ = ["CromwellVLJEPA", "ModelConfig", "PRESETS", "preset", "KVCache", "VisionState",
-           "WeightsError"]
+           "WeightsError", "GenerationConfig", "GenerationStats", "SamplingParams"]
 
 
 class CromwellVLJEPA:
@@ -95,6 +102,73 @@ class CromwellVLJEPA:
                 raise ValueError("this model has no tokenizer; pass token ids or load one")
             text = self.tokenizer.encode(text)
         return pooled(self.engine.text_states(text))
+
+
+    # ---- generation ------------------------------------------------------------------
+    def _tok(self):
+        if self.tokenizer is None:
+            raise ValueError("this model has no tokenizer.json beside its weights; generation "
+                             "needs one (load(path, tokenizer=...))")
+        return self.tokenizer
+
+    def stream(self, segments, config: GenerationConfig = GenerationConfig(), image=None,
+               cache: KVCache | None = None, stats: GenerationStats | None = None, cancel=None):
+        """Text pieces generated after a prompt given as segments (see prompts.py); stops at
+        <|endoftext|> and at config.stop; never yields a special token."""
+        tok = self._tok()
+        ids, _ = prompts.encode(segments, tok)
+        if not ids:
+            raise ValueError("the prompt is empty")
+        cache = cache if cache is not None else self.new_cache(len(ids) + config.max_tokens + 8)
+        state = self.encode_image(image) if image is not None else None
+        eot = tok.special("endoftext")
+        banned = [i for i in tok.ids.values() if i != eot]
+        text = TextStream(tok, config.stop)
+        for tid in generate_ids(self.engine, cache, ids, config, state, stop_ids=[eot],
+                                banned_ids=banned, cancel=cancel, stats=stats):
+            piece = text.push(tid)
+            if piece:
+                yield piece
+            if text.stopped:
+                if stats is not None:
+                    stats.stop_reason = "stop_string"
+                return
+        rest = text.flush()
+        if rest:
+            yield rest
+
+    def _run(self, segments, image, stream, stats, kw):
+        config = _config(**kw)
+        pieces = self.stream(segments, config, image=image, stats=stats)
+        return pieces if stream else "".join(pieces)
+
+    def generate(self, prompt: str, *, stream: bool = False, stats=None, **kw):
+        """Continue `prompt`.  Keywords: max_tokens, temperature, top_k, top_p, seed, stop,
+        deadline_s, speculative.  Returns the text, or an iterator of pieces (stream=True)."""
+        return self._run([("text", prompt)], None, stream, stats, kw)
+
+    def generate_multimodal(self, image, prompt: str = "", *, stream: bool = False, stats=None,
+                            **kw):
+        """Generate about an image (a path, PIL image or array): with an empty prompt, the
+        code the screenshot shows; otherwise a continuation of `prompt` that reads it."""
+        segs = prompts.image_to_code() if not prompt else [("special", "image"), ("text", prompt)]
+        return self._run(segs, image, stream, stats, kw)
+
+    def complete(self, prefix: str, suffix: str = "", *, stream: bool = False, stats=None, **kw):
+        """The middle between prefix and suffix (fill-in-the-middle, SPM order), raw; the
+        editor features post-process it (features/postprocess.py)."""
+        return self._run(prompts.fim_spm(prefix, suffix), None, stream, stats, kw)
+
+    def explain(self, code: str, *, stream: bool = False, stats=None, **kw):
+        """A one-paragraph explanation of a piece of code."""
+        return self._run(prompts.explain(code), None, stream, stats, kw)
+
+
+def _config(max_tokens=64, temperature=0.0, top_k=0, top_p=1.0, seed=None, stop=(),
+            deadline_s=None, speculative=False) -> GenerationConfig:
+    return GenerationConfig(max_tokens=max_tokens, stop=tuple(stop), deadline_s=deadline_s,
+                            sampling=SamplingParams(temperature, top_k, top_p, seed),
+                            speculative=speculative)
 
 
 def _image_array(image) -> np.ndarray:

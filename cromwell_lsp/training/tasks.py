@@ -6,15 +6,8 @@ as they are at inference) or "image" (a rendered screenshot, see screenshots.py)
 loss covers every text token of the causal and FIM tasks, and only the answer of the
 explain, repair and screenshot tasks (the segments after the answer marker).
 
-Formats (the server builds its prompts with the same functions):
-  file      <file_sep> path \n source <eot>
-  FIM PSM   <fim_prefix> prefix <fim_suffix> suffix <fim_middle> middle <eot>
-  FIM SPM   <fim_prefix> <fim_suffix> suffix <fim_middle> prefix middle <eot>
-            (the editor order: the prefix sits last, so typing only appends tokens and
-            the per-document KV cache stays valid; the completion continues the prefix)
-  explain   <explain> code <fim_middle> one-paragraph explanation <eot>
-  repair    <repair> broken code <fim_middle> fixed code <eot>
-  image     <image> [vision tokens] <fim_middle> code <eot>
+Formats: the prompts of model/prompts.py (the server builds its prompts with the same
+functions) followed by the answer and <eot>; plus whole files, <file_sep> path \n source <eot>.
 """
 from __future__ import annotations
 
@@ -23,6 +16,8 @@ import random
 import re
 import textwrap
 from dataclasses import dataclass, field
+
+from ..model import prompts
 
 FIM_RATE = 0.5
 SPM_SHARE = 0.5
@@ -62,15 +57,10 @@ def fim_split(text: str, rng: random.Random) -> tuple[str, str, str]:
 def fim_example(text: str, rng: random.Random, spm: bool | None = None) -> Example:
     prefix, middle, suffix = fim_split(text, rng)
     spm = rng.random() < SPM_SHARE if spm is None else spm
+    end = [("text", middle), ("special", "endoftext")]
     if spm:
-        segs = [("special", "fim_prefix"), ("special", "fim_suffix"), ("text", suffix),
-                ("special", "fim_middle"), ("text", prefix), ("text", middle),
-                ("special", "endoftext")]
-        return Example("fim_spm", segs)
-    segs = [("special", "fim_prefix"), ("text", prefix), ("special", "fim_suffix"),
-            ("text", suffix), ("special", "fim_middle"), ("text", middle),
-            ("special", "endoftext")]
-    return Example("fim_psm", segs)
+        return Example("fim_spm", prompts.fim_spm(prefix, suffix) + end)
+    return Example("fim_psm", prompts.fim_psm(prefix, suffix) + end)
 
 
 def lm_or_fim(path: str, text: str, rng: random.Random) -> Example:
@@ -110,8 +100,9 @@ def explain_pairs(text: str, min_words: int = 4) -> list[tuple[str, str]]:
 
 
 def explain_example(code: str, explanation: str) -> Example:
-    return Example("explain", [("special", "explain"), ("text", code), ("special", "fim_middle"),
-                               ("text", explanation), ("special", "endoftext")], answer_from=3)
+    segs = prompts.explain(code)
+    return Example("explain", segs + [("text", explanation), ("special", "endoftext")],
+                   answer_from=len(segs))
 
 
 # ---- repair: broken code -> original ---------------------------------------------------
@@ -185,8 +176,9 @@ def corrupt(code: str, rng: random.Random, tries: int = 8) -> str | None:
 
 
 def repair_example(broken: str, fixed: str) -> Example:
-    return Example("repair", [("special", "repair"), ("text", broken), ("special", "fim_middle"),
-                              ("text", fixed), ("special", "endoftext")], answer_from=3)
+    segs = prompts.repair(broken)
+    return Example("repair", segs + [("text", fixed), ("special", "endoftext")],
+                   answer_from=len(segs))
 
 
 def function_snippets(text: str, max_lines: int = 40) -> list[str]:
@@ -209,15 +201,4 @@ def function_snippets(text: str, max_lines: int = 40) -> list[str]:
 def encode(example: Example, tok) -> tuple[list[int], list[int]]:
     """Token ids and a 0/1 loss mask (1 where the next-token loss applies) for one example;
     image segments are left to the caller (they contribute no text tokens)."""
-    ids: list[int] = []
-    mask: list[int] = []
-    for i, (kind, payload) in enumerate(example.segments):
-        if kind == "special":
-            piece = [tok.special(payload)]
-        elif kind == "text":
-            piece = tok.encode(payload)
-        else:
-            piece = []
-        ids.extend(piece)
-        mask.extend([1 if i >= example.answer_from else 0] * len(piece))
-    return ids, mask
+    return prompts.encode(example.segments, tok, example.answer_from)
