@@ -66,7 +66,26 @@ def _cmd_bench(args) -> int:
         result = run(only=args.only, quick=args.quick)
         print(json.dumps(result) if args.json else format_table(result))
         return 0
+    if args.what == "decode":
+        from .eval.bench_decode import run
+
+        result = run(args.config, args.quant, args.image, args.weights,
+                     log=lambda m: print(m, file=sys.stderr))
+        if args.json:
+            print(json.dumps(result))
+        else:
+            for key, value in result.items():
+                print(f"{key:20s} {value}")
+        return 0
     raise SystemExit(f"unknown benchmark {args.what!r}")
+
+
+def _cmd_quantize(args) -> int:
+    from .model.weights import quantize_file
+
+    quantize_file(args.src, args.dst)
+    print(f"wrote {args.dst}", file=sys.stderr)
+    return 0
 
 
 def _cmd_train(args) -> int:
@@ -102,12 +121,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_info)
 
     p = sub.add_parser("bench", help="benchmarks that print numbers")
-    p.add_argument("what", choices=["kernels"], help="what to measure")
+    p.add_argument("what", choices=["kernels", "decode"], help="what to measure")
     p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
     p.add_argument("--threads", type=int, default=None, help="kernel threads (default: cores)")
     p.add_argument("--only", default=None, help="only kernels whose name contains this text")
     p.add_argument("--quick", action="store_true", help="smaller shapes and fewer repeats")
+    p.add_argument("--config", default="tiny",
+                   choices=["base", "small", "tiny", "llama-25m", "llama-100m"],
+                   help="decode: model config (random weights unless --weights)")
+    p.add_argument("--quant", default="f32", choices=["f32", "int8"], help="decode: weights")
+    p.add_argument("--image", action="store_true", help="decode: also with a 256x256 image")
+    p.add_argument("--weights", default=None, help="decode: a trained weights file")
     p.set_defaults(func=_cmd_bench)
+
+    p = sub.add_parser("quantize", help="an fp32 weights file -> its int8 variant")
+    p.add_argument("src", help="fp32 .safetensors")
+    p.add_argument("dst", help="int8 .safetensors to write")
+    p.set_defaults(func=_cmd_quantize)
 
     p = sub.add_parser("train", help="build the corpus, the tokenizer, train and export")
     p.add_argument("what", choices=["corpus", "tokenizer"], help="which step")
