@@ -136,7 +136,7 @@ static void rope_head(float* x, const float* C, const float* S, int D, int neox)
 static void rope_tokens(float* x, int64_t t0, int64_t t1, int H, int D, int64_t ts, int64_t hs,
                         int pos0, int neox, const double* inv, void* mem) {
     rope_tab tb;
-    rope_tab_init(&tb, mem, inv, D, neox);
+    rope_tab_init(&tb, mem, inv, D, neox, t1 - t0 > 1);
     for (int64_t t = t0; t < t1; t++) {
         rope_tab_at(&tb, pos0 + t, (t - t0) % ROPE_RESEED == 0);
         for (int h = 0; h < H; h++) rope_head(x + t * ts + h * hs, tb.C, tb.S, D, neox);
