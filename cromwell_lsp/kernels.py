@@ -368,6 +368,8 @@ def rope_(x, pos0=0, theta=10000.0, neox=False):
         raise ValueError(f"pos0 must be a non-negative integer, got {pos0!r}")
     if not theta > 0:
         raise ValueError(f"theta must be > 0, got {theta}")
+    if x.size == 0:  # numpy gives empty arrays zero strides, which _elem_strides refuses
+        return x
     ts, hs, _ = _elem_strides("x", x)
     if lib is None:
         x[...] = rope_ref(x, pos0, theta, neox)
