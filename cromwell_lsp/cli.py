@@ -108,7 +108,27 @@ def _cmd_train(args) -> int:
         report = tokenizer.train(Path(args.corpus), Path(args.out), args.vocab, log=log)
         print(json.dumps(report))
         return 0
+    if args.what == "run":
+        from .training.train import TrainConfig, main as train_main
+
+        c = TrainConfig(model=args.config, corpus=args.corpus, tokenizer=args.tokenizer,
+                        out=args.out, compile=bool(args.compile), **{k: v for k, v in vars(args).items()
+                                         if k in _TRAIN_KNOBS and v is not None})
+        print(json.dumps(train_main(c)))
+        return 0
+    if args.what == "export":
+        from .training.export import export
+
+        report = export(Path(args.out) / "ckpt.pt" if not args.ckpt else args.ckpt,
+                        args.to, args.tokenizer, log=log)
+        print(json.dumps(report))
+        return 0
     raise SystemExit(f"unknown training step {args.what!r}")
+
+
+_TRAIN_KNOBS = {"steps": int, "batch_size": int, "seq_len": int, "lr": float, "warmup": int,
+                "image_every": int, "eval_every": int, "ckpt_every": int, "seed": int,
+                "max_minutes": float}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -140,9 +160,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_quantize)
 
     p = sub.add_parser("train", help="build the corpus, the tokenizer, train and export")
-    p.add_argument("what", choices=["corpus", "tokenizer"], help="which step")
-    p.add_argument("--out", default=None, help="output (corpus: a folder; tokenizer: a .json)")
-    p.add_argument("--corpus", default="runs/corpus", help="corpus folder (tokenizer step)")
+    p.add_argument("what", choices=["corpus", "tokenizer", "run", "export"], help="which step")
+    p.add_argument("--out", default=None,
+                   help="corpus: a folder; tokenizer: a .json; run/export: the run folder")
+    p.add_argument("--corpus", default="runs/corpus", help="corpus folder")
+    p.add_argument("--tokenizer", default="runs/tokenizer.json", help="tokenizer.json")
+    p.add_argument("--config", default="tiny", choices=["tiny", "small", "base"],
+                   help="run: model config")
+    p.add_argument("--ckpt", default=None, help="export: checkpoint (default OUT/ckpt.pt)")
+    p.add_argument("--to", default="cromwell_lsp/weights", help="export: destination folder")
+    p.add_argument("--compile", action="store_true", default=None, help="run: torch.compile")
+    for knob, kind in _TRAIN_KNOBS.items():
+        p.add_argument(f"--{knob.replace('_', '-')}", type=kind, default=None, help=f"run: {knob}")
     p.add_argument("--cache", default=None, help="folder for downloaded wheels")
     p.add_argument("--stdlib-only", action="store_true", help="corpus from the standard library only")
     p.add_argument("--vocab", type=int, default=16384, help="tokenizer vocabulary size")
@@ -153,8 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if getattr(args, "what", None) in ("corpus", "tokenizer") and args.out is None:
-        args.out = "runs/corpus" if args.what == "corpus" else "runs/tokenizer.json"
+    if getattr(args, "what", None) in ("corpus", "tokenizer", "run", "export") and args.out is None:
+        args.out = {"corpus": "runs/corpus", "tokenizer": "runs/tokenizer.json"}.get(
+            args.what, f"runs/{getattr(args, 'config', 'tiny')}")
     try:
         return args.func(args)
     except ValueError as exc:

@@ -30,4 +30,9 @@ def test_to_array_shapes():
     arr = S.to_array(img, max_side=256)
     assert arr.dtype == np.float32 and arr.shape[2] == 3
     assert arr.shape[0] % 4 == 0 and arr.shape[1] % 4 == 0 and max(arr.shape[:2]) <= 256
-    assert 0.0 <= arr.min() and arr.max() <= 1.0
+    assert -1.0 <= arr.min() and arr.max() <= 1.0  # the engine's scale (uint8 / 127.5 - 1)
+    from cromwell_lsp.model.vision import preprocess
+    small = S.render(CODE, random.Random(2))  # no resize below max_side: same pixels
+    raw = np.asarray(small)
+    h, w = raw.shape[:2]
+    assert np.allclose(preprocess(raw)[:h, :w], S.to_array(small, max_side=4096)[:h, :w], atol=1e-6)

@@ -1,0 +1,147 @@
+"""Batches for training: the task mixture (tasks.py) over the corpus, packed into
+fixed-length token rows, plus image batches (rendered screenshots -> code).
+
+Text rows: examples are encoded (ids + loss mask) and concatenated, each followed by its
+own end token, into rows of seq_len + 1 tokens (inputs are row[:-1], targets row[1:]);
+an example longer than a row continues in the next one.  Everything is drawn from one
+seeded `random.Random`, and `state()` / `restore()` capture the stream's position (file
+order, index, RNG, the partly filled row), so a resumed run sees exactly the batches an
+uninterrupted one would have.
+
+Image rows: a function of the corpus rendered in a random style, padded to a fixed
+square (its corner colour), with the prompt <image> <fim_middle> and the code as the
+answer; the alignment loss pairs each screenshot with its code.
+"""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+
+from ..model import prompts
+from . import screenshots, tasks
+
+TASK_WEIGHTS = {"file": 1.0, "explain": 0.35, "repair": 0.25}
+
+
+class TextStream:
+    def __init__(self, texts: list[tuple[str, str]], tok, seq_len: int, seed: int = 0,
+                 rank: int = 0, world: int = 1):
+        self.texts = texts[rank::world]
+        self.tok, self.seq_len = tok, seq_len
+        self.rng = random.Random(seed * 1000 + rank)
+        self.order: list[int] = []
+        self.index = 0
+        self.epoch = 0
+        self.pending: list[tuple[str, list[int], list[int]]] = []  # (task, ids, mask)
+        self.row_ids: list[int] = []
+        self.row_mask: list[int] = []
+        self.row_tasks: list[str] = []
+
+    # ---- position ----------------------------------------------------------------------
+    def state(self) -> dict:
+        return {"order": self.order, "index": self.index, "epoch": self.epoch,
+                "rng": self.rng.getstate(), "pending": self.pending, "row_ids": self.row_ids,
+                "row_mask": self.row_mask, "row_tasks": self.row_tasks}
+
+    def restore(self, s: dict) -> None:
+        self.order, self.index, self.epoch = list(s["order"]), s["index"], s["epoch"]
+        rng = s["rng"]
+        self.rng.setstate((rng[0], tuple(rng[1]), rng[2]))
+        self.pending = [tuple(p) for p in s["pending"]]
+        self.row_ids, self.row_mask, self.row_tasks = s["row_ids"], s["row_mask"], s["row_tasks"]
+
+    # ---- examples ----------------------------------------------------------------------
+    def _next_file(self) -> tuple[str, str]:
+        if self.index >= len(self.order):
+            if self.order:
+                self.epoch += 1
+            self.order = list(range(len(self.texts)))
+            self.rng.shuffle(self.order)
+            self.index = 0
+        path, text = self.texts[self.order[self.index]]
+        self.index += 1
+        return path, text
+
+    def _examples(self):
+        path, text = self._next_file()
+        ex = [tasks.lm_or_fim(path, text, self.rng)]
+        pairs = tasks.explain_pairs(text)
+        if pairs and self.rng.random() < TASK_WEIGHTS["explain"]:
+            ex.append(tasks.explain_example(*self.rng.choice(pairs)))
+        if self.rng.random() < TASK_WEIGHTS["repair"]:
+            snippets = tasks.function_snippets(text)
+            if snippets:
+                good = self.rng.choice(snippets)
+                bad = tasks.corrupt(good, self.rng)
+                if bad:
+                    ex.append(tasks.repair_example(bad, good))
+        return ex
+
+    def next_row(self) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """ids [seq_len + 1] int64, mask [seq_len + 1] float32, tasks present."""
+        need = self.seq_len + 1
+        while len(self.row_ids) < need:
+            if not self.pending:
+                for ex in self._examples():
+                    ids, mask = tasks.encode(ex, self.tok)
+                    self.pending.append((ex.task, ids, mask))
+                continue
+            task, ids, mask = self.pending[0]
+            room = need - len(self.row_ids)
+            self.row_ids += ids[:room]
+            self.row_mask += mask[:room]
+            self.row_tasks.append(task)
+            if len(ids) > room:
+                self.pending[0] = (task, ids[room:], mask[room:])
+            else:
+                self.pending.pop(0)
+        ids = np.array(self.row_ids[:need], dtype=np.int64)
+        mask = np.array(self.row_mask[:need], dtype=np.float32)
+        tasks_in_row = sorted(set(self.row_tasks))
+        self.row_ids, self.row_mask, self.row_tasks = [], [], []
+        return ids, mask, tasks_in_row
+
+    def batch(self, n: int):
+        rows = [self.next_row() for _ in range(n)]
+        return np.stack([r[0] for r in rows]), np.stack([r[1] for r in rows])
+
+
+def image_batch(texts, tok, rng: random.Random, n: int, side: int, max_tokens: int):
+    """n screenshots [n, side, side, 3] float32 in [0, 1], token rows [n, L] (prompt + code
+    + end, padded), loss masks, code-only token rows for the alignment loss [n, Lc],
+    and the prompt span (p0, p1) the image->text attention reads."""
+    images, rows, masks, codes = [], [], [], []
+    head = prompts.image_to_code()
+    while len(images) < n:
+        path, text = rng.choice(texts)
+        snippets = tasks.function_snippets(text, max_lines=12)
+        if not snippets:
+            continue
+        code = rng.choice(snippets)
+        lines = code.splitlines()
+        if max(len(line) for line in lines) > 60:
+            continue
+        img = screenshots.to_array(screenshots.render(code, rng, font_size=rng.choice((9, 10, 11))),
+                                   max_side=side)
+        canvas = np.empty((side, side, 3), dtype=np.float32)
+        canvas[...] = img[0, 0]
+        h, w = min(side, img.shape[0]), min(side, img.shape[1])
+        canvas[:h, :w] = img[:h, :w]
+        ids, mask = prompts.encode(head + [("text", code), ("special", "endoftext")], tok,
+                                   answer_from=len(head))
+        images.append(canvas)
+        rows.append(ids[:max_tokens])
+        masks.append(mask[:max_tokens])
+        codes.append(tok.encode(code)[:max_tokens])
+    pad = tok.special("pad")
+    L, Lc = max(map(len, rows)), max(map(len, codes))
+    ids = np.full((n, L), pad, dtype=np.int64)
+    msk = np.zeros((n, L), dtype=np.float32)
+    cod = np.full((n, Lc), pad, dtype=np.int64)
+    cod_mask = np.zeros((n, Lc), dtype=np.float32)
+    for i, (r, m, c) in enumerate(zip(rows, masks, codes)):
+        ids[i, :len(r)], msk[i, :len(m)] = r, m
+        cod[i, :len(c)], cod_mask[i, :len(c)] = c, 1.0
+    n_prompt = len(prompts.encode(head, tok)[0])
+    return np.stack(images), ids, msk, cod, cod_mask, (0, n_prompt)

@@ -1,0 +1,366 @@
+"""`cromwell train run`: the training loop of the PyTorch twin (nanoGPT's train.py shape).
+
+Loss per step: lm_weight * LM + jepa_weight * JEPA (0.7 / 0.3, the seed's hybrid loss) on
+packed text rows of the task mixture; every `image_every`-th step is instead an image
+batch (screenshot -> code LM loss) plus a contrastive loss that pulls each screenshot's
+joint-space vector towards its code's (InfoNCE, both directions).
+
+AdamW (no decay on norms, biases and embeddings' gains), linear warmup then cosine decay
+to min_lr, gradient clipping, bf16 autocast, optional torch.compile, CUDA when present,
+DistributedDataParallel when started by torchrun (each rank reads its own share of the
+files).  Every `ckpt_every` steps: a checkpoint (model, optimizer, step, data stream
+position, RNG states) written atomically; a run started again with the same --out
+resumes exactly.  Every `eval_every` steps: validation loss per task and bits per byte
+on held-out standard-library files; the log goes to log.jsonl and log.csv, the curves to
+loss.png.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..model.config import preset
+from ..model.tokenizer import Tokenizer
+from . import data as D
+from . import tasks
+from .corpus import read_jsonl
+from .model import CromwellTwin, jepa_loss, random_init
+
+
+@dataclass
+class TrainConfig:
+    model: str = "tiny"
+    corpus: str = "runs/corpus"
+    tokenizer: str = "runs/tokenizer.json"
+    out: str = "runs/tiny"
+    seq_len: int = 256
+    batch_size: int = 16
+    steps: int = 3000
+    lr: float = 2e-3
+    min_lr: float = 2e-4
+    warmup: int = 100
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    lm_weight: float = 0.7
+    jepa_weight: float = 0.3
+    image_every: int = 5          # 0: text only
+    image_batch: int = 8
+    image_side: int = 96
+    align_weight: float = 0.5
+    eval_every: int = 250
+    eval_rows: int = 16
+    ckpt_every: int = 50
+    seed: int = 0
+    compile: bool = False
+    bf16: bool = True
+    max_minutes: float = 0.0      # stop (after a checkpoint) when this much time has passed
+
+
+# ---- helpers --------------------------------------------------------------------------
+def lr_at(step: int, c: TrainConfig) -> float:
+    if step < c.warmup:
+        return c.lr * (step + 1) / c.warmup
+    t = min(1.0, (step - c.warmup) / max(1, c.steps - c.warmup))
+    return c.min_lr + 0.5 * (c.lr - c.min_lr) * (1 + math.cos(math.pi * t))
+
+
+def masked_ce(logits, ids, mask):
+    """Mean next-token cross-entropy over positions with mask 1 (logits [B, T, V] for
+    inputs ids[:, :-1]; targets ids[:, 1:], mask [:, 1:])."""
+    tgt, m = ids[:, 1:], mask[:, 1:]
+    ce = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), tgt.reshape(-1),
+                         reduction="none").view_as(m)
+    return (ce * m).sum() / m.sum().clamp_min(1.0), (ce * m).sum(), m.sum()
+
+
+def pooled_text(model, ids, mask):
+    """Mask-aware mean of the joint states of code tokens (no image), unit length."""
+    z = model.joint.text(model.fusion(model.lang(ids), None, None))  # (B, T, J)
+    m = mask[..., None]
+    return F.normalize((z * m).sum(1) / m.sum(1).clamp_min(1.0), dim=-1)
+
+
+def info_nce(a, b, temperature: float = 0.07):
+    logits = a @ b.T / temperature
+    target = torch.arange(a.shape[0], device=a.device)
+    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+
+
+def _param_groups(model, weight_decay):
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (no_decay if p.ndim < 2 or "norm" in name or name.endswith(".bias") else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+class Trainer:
+    def __init__(self, c: TrainConfig, log=print):
+        self.c, self.log = c, log
+        self.out = Path(c.out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        if self.world > 1:
+            torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        self.device = (f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available()
+                       else "cpu")
+        torch.manual_seed(c.seed + self.rank)
+        self.tok = Tokenizer(c.tokenizer)
+        cfg = preset(c.model).replace(vocab_size=self.tok.vocab_size,
+                                      max_seq_len=max(preset(c.model).max_seq_len, c.seq_len + 1))
+        self.cfg = cfg
+        self.model = random_init(cfg, c.seed).to(self.device)
+        self.opt = torch.optim.AdamW(_param_groups(self.model, c.weight_decay), lr=c.lr,
+                                     betas=(0.9, 0.95), eps=1e-8)
+        texts = [(r["path"], r["text"]) for r in read_jsonl(Path(c.corpus) / "train.jsonl")]
+        self.texts = texts
+        self.stream = D.TextStream(texts, self.tok, c.seq_len, c.seed, self.rank, self.world)
+        self.img_rng = random.Random(c.seed + 17 + self.rank)
+        self.step = 0
+        self.tokens_seen = 0
+        self.elapsed = 0.0
+        self._resume()
+        self.fwd = self.model
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+            self.fwd = DistributedDataParallel(self.model)
+        if c.compile:
+            self.fwd = torch.compile(self.fwd)
+        self.val = self._val_sets()
+
+    # ---- checkpoints --------------------------------------------------------------------
+    def _ckpt_path(self) -> Path:
+        return self.out / "ckpt.pt"
+
+    def save(self) -> None:
+        if self.rank:
+            return
+        state = {"model": self.model.state_dict(), "opt": self.opt.state_dict(),
+                 "step": self.step, "tokens_seen": self.tokens_seen, "elapsed": self.elapsed,
+                 "stream": self.stream.state(), "img_rng": self.img_rng.getstate(),
+                 "torch_rng": torch.get_rng_state(), "train_config": dataclasses.asdict(self.c),
+                 "model_config": self.cfg.to_dict(), "tokenizer_sha256": self.tok.sha256}
+        tmp = self._ckpt_path().with_suffix(".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, self._ckpt_path())
+
+    def _resume(self) -> None:
+        path = self._ckpt_path()
+        if not path.exists():
+            return
+        s = torch.load(path, map_location=self.device, weights_only=False)
+        if s["tokenizer_sha256"] != self.tok.sha256:
+            raise ValueError(f"{path} was trained with another tokenizer; use a new --out")
+        self.model.load_state_dict(s["model"])
+        self.opt.load_state_dict(s["opt"])
+        self.step, self.tokens_seen, self.elapsed = s["step"], s["tokens_seen"], s["elapsed"]
+        self.stream.restore(s["stream"])
+        r = s["img_rng"]
+        self.img_rng.setstate((r[0], tuple(r[1]), r[2]))
+        torch.set_rng_state(s["torch_rng"])
+        self.log(f"resumed from {path} at step {self.step}")
+
+    # ---- steps ----------------------------------------------------------------------------
+    def _autocast(self):
+        dev = "cuda" if self.device.startswith("cuda") else "cpu"
+        return torch.autocast(dev, dtype=torch.bfloat16, enabled=self.c.bf16)
+
+    def _text_loss(self, ids, mask):
+        out = self.fwd(ids[:, :-1])
+        lm, _, _ = masked_ce(out.logits, ids, mask)
+        jl = jepa_loss(out.preds.float(), out.z.float(), self.cfg.step_weights)
+        return self.c.lm_weight * lm + self.c.jepa_weight * jl, {"lm": lm.item(), "jepa": jl.item()}
+
+    def _image_loss(self, batch):
+        images, ids, mask, codes, code_mask, span = (
+            torch.as_tensor(a).to(self.device) if isinstance(a, np.ndarray) else a for a in batch)
+        out = self.fwd(ids[:, :-1], images, span, jepa=False)
+        lm, _, _ = masked_ce(out.logits, ids, mask)
+        img = F.normalize(self.model.joint.vision(self.model.vision(images)).mean(1), dim=-1)
+        align = info_nce(img.float(), pooled_text(self.model, codes, code_mask).float())
+        return self.c.lm_weight * lm + self.c.align_weight * align, {"image_lm": lm.item(),
+                                                                     "align": align.item()}
+
+    def train_step(self) -> dict:
+        c = self.c
+        for g in self.opt.param_groups:
+            g["lr"] = lr_at(self.step, c)
+        image_step = c.image_every and self.cfg.has_vision and self.step % c.image_every == c.image_every - 1
+        with self._autocast():
+            if image_step:
+                batch = D.image_batch(self.texts, self.tok, self.img_rng, c.image_batch,
+                                      c.image_side, c.seq_len)
+                loss, parts = self._image_loss(batch)
+                ntok = int(batch[1].size)
+            else:
+                ids, mask = (torch.as_tensor(a).to(self.device) for a in self.stream.batch(c.batch_size))
+                loss, parts = self._text_loss(ids, mask)
+                ntok = int(ids.numel())
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
+        self.opt.step()
+        self.step += 1
+        self.tokens_seen += ntok * self.world
+        return {"loss": loss.item(), "grad_norm": float(norm), "lr": lr_at(self.step - 1, c), **parts}
+
+    # ---- validation -------------------------------------------------------------------
+    def _val_sets(self):
+        """Fixed validation rows per task (from val.jsonl) and the stdlib files for bpb."""
+        recs = list(read_jsonl(Path(self.c.corpus) / "val.jsonl"))
+        rng = random.Random(1234)
+        sets: dict[str, list] = {"lm": [], "fim_spm": [], "fim_psm": [], "explain": [], "repair": []}
+        for r in recs:
+            text = r["text"]
+            sets["lm"].append(tasks.file_example(r["path"], text))
+            sets["fim_spm"].append(tasks.fim_example(text, rng, spm=True))
+            sets["fim_psm"].append(tasks.fim_example(text, rng, spm=False))
+            sets["explain"] += [tasks.explain_example(*p) for p in tasks.explain_pairs(text)[:2]]
+            for snip in tasks.function_snippets(text)[:2]:
+                bad = tasks.corrupt(snip, rng)
+                if bad:
+                    sets["repair"].append(tasks.repair_example(bad, snip))
+        rows = {}
+        for task, examples in sets.items():
+            encoded = [tasks.encode(e, self.tok) for e in examples[: self.c.eval_rows]]
+            rows[task] = [(ids[: self.c.seq_len + 1], m[: self.c.seq_len + 1]) for ids, m in encoded]
+        stdlib = [r["text"] for r in recs if r["path"].startswith("stdlib/")][: self.c.eval_rows]
+        return {"rows": rows, "stdlib": stdlib}
+
+    @torch.no_grad()
+    def evaluate(self) -> dict:
+        self.model.eval()
+        out = {}
+        for task, rows in self.val["rows"].items():
+            tot = cnt = 0.0
+            for ids, mask in rows:
+                t = torch.as_tensor([ids], device=self.device)
+                m = torch.as_tensor([mask], dtype=torch.float32, device=self.device)
+                with self._autocast():
+                    logits = self.model(t[:, :-1], jepa=False).logits
+                _, s, n = masked_ce(logits, t, m)
+                tot, cnt = tot + s.item(), cnt + n.item()
+            out[f"val_{task}"] = tot / max(cnt, 1.0)
+        out["val_bpb_stdlib"] = self.bits_per_byte(self.val["stdlib"])
+        self.model.train()
+        return out
+
+    @torch.no_grad()
+    def bits_per_byte(self, texts) -> float:
+        nats = nbytes = 0.0
+        for text in texts:
+            ids = [self.tok.special("file_sep")] + self.tok.encode(text)
+            for start in range(0, len(ids) - 1, self.c.seq_len):
+                chunk = ids[start:start + self.c.seq_len + 1]
+                t = torch.as_tensor([chunk], device=self.device)
+                with self._autocast():
+                    logits = self.model(t[:, :-1], jepa=False).logits
+                nats += F.cross_entropy(logits.float()[0], t[0, 1:], reduction="sum").item()
+            nbytes += len(text.encode("utf-8"))
+        return nats / max(nbytes, 1.0) / math.log(2)
+
+    # ---- the loop ---------------------------------------------------------------------
+    def run(self) -> dict:
+        c = self.c
+        if self.step == 0 and self.rank == 0:
+            self._write_log({"step": 0, **self.evaluate(), "note": "untrained"})
+        start = time.time() - self.elapsed
+        session_start = time.time()
+        last = time.time()
+        tokens_at_last = self.tokens_seen
+        while self.step < c.steps:
+            metrics = self.train_step()
+            self.elapsed = time.time() - start
+            if self.rank == 0 and (self.step % 10 == 0 or self.step == c.steps):
+                now = time.time()
+                tok_s = (self.tokens_seen - tokens_at_last) / max(now - last, 1e-9)
+                last, tokens_at_last = now, self.tokens_seen
+                eta = (c.steps - self.step) * self.elapsed / max(self.step, 1) / 60
+                self.log(f"step {self.step}/{c.steps} loss {metrics['loss']:.4f} "
+                         f"lr {metrics['lr']:.2e} {tok_s:,.0f} tok/s  eta {eta:.1f} min")
+                self._write_log({"step": self.step, "tokens": self.tokens_seen,
+                                 "elapsed_s": round(self.elapsed, 1), "tok_s": round(tok_s), **metrics})
+            if self.step % c.ckpt_every == 0 or self.step == c.steps:
+                self.save()
+            if self.rank == 0 and (self.step % c.eval_every == 0 or self.step == c.steps):
+                self._write_log({"step": self.step, **self.evaluate()})
+                self.plot()
+            if c.max_minutes and time.time() - session_start > c.max_minutes * 60:
+                self.save()
+                self.log(f"stopping after {c.max_minutes} minutes; run again to resume")
+                break
+        return {"step": self.step, "tokens": self.tokens_seen, "elapsed_s": self.elapsed}
+
+    def _write_log(self, entry: dict) -> None:
+        with open(self.out / "log.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(entry) + "\n")
+        keys = ["step", "tokens", "elapsed_s", "loss", "lm", "jepa", "image_lm", "align", "lr",
+                "grad_norm", "tok_s", "val_lm", "val_fim_spm", "val_fim_psm", "val_explain",
+                "val_repair", "val_bpb_stdlib"]
+        new = not (self.out / "log.csv").exists()
+        with open(self.out / "log.csv", "a", newline="", encoding="utf-8") as f:
+            w = csv.DictWriter(f, keys, extrasaction="ignore")
+            if new:
+                w.writeheader()
+            w.writerow(entry)
+
+    def plot(self) -> None:
+        try:
+            import matplotlib
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError:
+            return
+        rows = [json.loads(line) for line in open(self.out / "log.jsonl", encoding="utf-8")]
+        fig, ax = plt.subplots(figsize=(8, 4.5))
+        for key, style in (("lm", "-"), ("jepa", "-"), ("image_lm", "-"), ("align", "-")):
+            pts = [(r["step"], r[key]) for r in rows if key in r]
+            if pts:
+                ax.plot(*zip(*pts), style, label=f"train {key}", alpha=0.7)
+        for key in ("val_lm", "val_fim_spm", "val_explain", "val_repair"):
+            pts = [(r["step"], r[key]) for r in rows if key in r]
+            if pts:
+                ax.plot(*zip(*pts), "o--", label=key)
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss (nats)")
+        ax.set_yscale("log")
+        ax.legend(fontsize=7)
+        ax.set_title(f"Cromwell {self.c.model}: training and validation loss")
+        fig.tight_layout()
+        fig.savefig(self.out / "loss.png", dpi=110)
+        plt.close(fig)
+
+
+def unigram_bpb(corpus: Path, tok: Tokenizer, texts) -> float:
+    """Bits per byte of a unigram model of the training tokens (add-one smoothing) on texts:
+    the floor any trained model must beat."""
+    counts = np.ones(tok.vocab_size, dtype=np.float64)
+    seen = 0
+    for rec in read_jsonl(corpus / "train.jsonl"):
+        counts += np.bincount(tok.encode(rec["text"]), minlength=tok.vocab_size)
+        seen += len(rec["text"])
+        if seen > 20_000_000:
+            break
+    logp = np.log(counts / counts.sum())
+    nats = nbytes = 0.0
+    for text in texts:
+        nats -= logp[tok.encode(text)].sum()
+        nbytes += len(text.encode("utf-8"))
+    return float(nats / nbytes / math.log(2))
+
+
+def main(c: TrainConfig) -> dict:
+    trainer = Trainer(c, log=lambda m: print(m, file=sys.stderr, flush=True))
+    return trainer.run()
