@@ -109,9 +109,11 @@ static void pack_a(const float* x, int64_t K, int mr, int kc, float* dst) {
 INLINE void kernel(int mr, int kc, const float* a, const float* b, float* y, int64_t ldy,
                    int nr, const float* bias, int first) {
     __m256 c0[MR], c1[MR];
+#pragma GCC unroll 16
     for (int r = 0; r < mr; r++) c0[r] = c1[r] = _mm256_setzero_ps();
     for (int k = 0; k < kc; k++) {
         __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
+#pragma GCC unroll 16
         for (int r = 0; r < mr; r++) {
             __m256 av = _mm256_broadcast_ss(a + r);
             c0[r] = _mm256_fmadd_ps(av, b0, c0[r]);
@@ -126,6 +128,7 @@ INLINE void kernel(int mr, int kc, const float* a, const float* b, float* y, int
         add0 = _mm256_maskload_ps(bias, m0);
         add1 = _mm256_maskload_ps(bias + 8, m1);
     }
+#pragma GCC unroll 16
     for (int r = 0; r < mr; r++) {
         float* yr = y + r * ldy;
         if (!first) {

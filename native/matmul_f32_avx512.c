@@ -94,9 +94,11 @@ static void pack_a(const float* x, int64_t K, int mr, int kc, float* dst) {
 INLINE void kernel(int mr, int kc, const float* a, const float* b, float* y, int64_t ldy,
                    int nr, const float* bias, int first) {
     __m512 c0[MR], c1[MR];
+#pragma GCC unroll 16
     for (int r = 0; r < mr; r++) c0[r] = c1[r] = _mm512_setzero_ps();
     for (int k = 0; k < kc; k++) {
         __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);
+#pragma GCC unroll 16
         for (int r = 0; r < mr; r++) {
             __m512 av = _mm512_set1_ps(a[r]);
             c0[r] = _mm512_fmadd_ps(av, b0, c0[r]);
@@ -112,6 +114,7 @@ INLINE void kernel(int mr, int kc, const float* a, const float* b, float* y, int
         add0 = _mm512_maskz_loadu_ps(m0, bias);
         add1 = _mm512_maskz_loadu_ps(m1, bias + 16);
     }
+#pragma GCC unroll 16
     for (int r = 0; r < mr; r++) {
         float* yr = y + r * ldy;
         if (!first) {
