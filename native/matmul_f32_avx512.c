@@ -1,17 +1,29 @@
 /* matmul_f32, AVX-512 variant: y[M, N] = x[M, K] @ w[N, K]^T + bias[N].
  *
- * Technique: the BLIS-style blocked GEMM.  Each thread owns a contiguous range of the
- * N outputs (cw_split, multiples of 32: the partition every variant uses).  Within it:
- *   - blocks of NC columns x KC inputs of w are packed transposed into panels
- *     [KC][NR = 32] in 64-byte aligned scratch (NC * KC floats, sized for L2);
- *   - a tile of MR = 12 rows of x is packed into [KC][MR] (stays in L1);
- *   - a 12 x 32 register tile (24 zmm accumulators) is computed with broadcast-FMA,
- *     then stored with lane masks: the first K block adds the bias, later K blocks add
- *     what the earlier ones stored.
- * Scratch per thread is NC * KC + MR * KC floats, independent of M.
+ * Every path splits N across the threads: each owns a contiguous range of outputs
+ * (cw_split, multiples of 32: the partition every variant uses), so w is read by one
+ * thread only and no output is shared.  Three paths, chosen by shape:
  *
- * M == 1 (decode) is a matrix-vector product: memory-bound, so each thread streams its
- * rows of w once, four rows at a time with two accumulators each, and x stays in L1.
+ * M == 1 (decode): a matrix-vector product, memory-bound.  Each thread streams its rows
+ * of w once, 4 rows at a time with two zmm accumulators each; x stays in L1.
+ *
+ * M <= 4, or M <= 128 with K >= 256 (streamed dot-product GEMM): both x and w are contiguous along K,
+ * so a register tile of 4 rows of x x 6 rows of w keeps 24 zmm dot-product accumulators
+ * (10 loads per 24 FMAs, no packing), reduced horizontally at the end of K.  The rows of
+ * w are taken in blocks of DOT_L2 bytes (half of L2) and every group of 4 rows of x
+ * passes over a block while it is cached.  No scratch.
+ *
+ * Otherwise the BLIS-style packed GEMM: for short rows (K < 256), where those horizontal
+ * sums would dominate, and for M > 128, where its blocking bounds the traffic for x too.  Blocks of NC columns x KC inputs of w are packed
+ * transposed into panels [KC][NR = 32] in 64-byte aligned scratch (8x8 transposes); a tile
+ * of MR = 12 rows of x is packed into [KC][MR]; a 12 x 32 register tile (24 zmm
+ * accumulators) is computed with broadcast-FMA and stored with lane masks: the first K
+ * block adds the bias, later K blocks add what the earlier ones stored.  Scratch per
+ * thread is at most NC * KC + MR * KC floats, independent of M.
+ *
+ * The choice between the last two was measured on Zen 4 (2 threads): within 2% of each
+ * other for M >= 512, the dot-product path 1.05-1.3x faster for M <= 128 and K >= 256 (it
+ * packs nothing per call), the packed GEMM up to 1.6x faster for K = 64 and M > 4.
  */
 #pragma GCC target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")
 #include <immintrin.h>
@@ -23,6 +35,13 @@
 #define NR 32
 #define KC 256
 #define NC 512
+/* The streamed dot-product path takes M <= DOT_ANY_K, or M <= DOT_MAX_M with K >= DOT_MIN_K. */
+#define DOT_ANY_K 4
+#define DOT_MIN_K 256
+#define DOT_MAX_M 128
+#define DOT_MR 4  /* rows of x per dot_gemm tile */
+#define DOT_L2 (512 << 10) /* bytes of w per dot_gemm column block */
+#define DOT_NR 6 /* rows of w per dot_gemm tile (4 x 6 zmm accumulators) */
 #define INLINE static inline __attribute__((always_inline))
 
 static inline int imin(int a, int b) { return a < b ? a : b; }
@@ -209,6 +228,74 @@ static void gemv_range(const float* x, const float* w, const float* bias, float*
     }
 }
 
+/* ---- M > 1, streamed: dot products with several rows of x sharing each load of w ---- */
+/* y[r][n + j] for r < mx rows of x and j < nw rows of w starting at row n; x rows and w
+   rows are K apart, y rows N apart.  mx and nw are constants in every inlined copy. */
+INLINE void dot_tile(int mx, int nw, const float* x, const float* w, const float* bias,
+                      float* y, int64_t N, int K, int n) {
+    __m512 acc[DOT_MR][DOT_NR], wv[DOT_NR];
+    const float* wr = w + (int64_t)n * K;
+#pragma GCC unroll 16
+    for (int r = 0; r < mx; r++)
+#pragma GCC unroll 8
+        for (int j = 0; j < nw; j++) acc[r][j] = _mm512_setzero_ps();
+    int k = 0;
+    for (; k + 16 <= K; k += 16) {
+#pragma GCC unroll 8
+        for (int j = 0; j < nw; j++) wv[j] = _mm512_loadu_ps(wr + j * K + k);
+#pragma GCC unroll 16
+        for (int r = 0; r < mx; r++) {
+            __m512 xv = _mm512_loadu_ps(x + r * K + k);
+#pragma GCC unroll 8
+            for (int j = 0; j < nw; j++) acc[r][j] = _mm512_fmadd_ps(wv[j], xv, acc[r][j]);
+        }
+    }
+    if (k < K) { /* masked tail: lanes past K load as zero */
+        __mmask16 mask = (__mmask16)((1u << (K - k)) - 1);
+#pragma GCC unroll 8
+        for (int j = 0; j < nw; j++) wv[j] = _mm512_maskz_loadu_ps(mask, wr + j * K + k);
+#pragma GCC unroll 16
+        for (int r = 0; r < mx; r++) {
+            __m512 xv = _mm512_maskz_loadu_ps(mask, x + r * K + k);
+#pragma GCC unroll 8
+            for (int j = 0; j < nw; j++) acc[r][j] = _mm512_fmadd_ps(wv[j], xv, acc[r][j]);
+        }
+    }
+#pragma GCC unroll 16
+    for (int r = 0; r < mx; r++)
+#pragma GCC unroll 8
+        for (int j = 0; j < nw; j++)
+            y[r * N + n + j] = _mm512_reduce_add_ps(acc[r][j]) + (bias ? bias[n + j] : 0.0f);
+}
+
+/* Rows [0, mx) of y, columns [n_lo, n_hi): tiles of DOT_NR rows of w, then single rows. */
+INLINE void dot_rows(int mx, const float* x, const float* w, const float* bias, float* y,
+                            int N, int K, int n_lo, int n_hi) {
+    int n = n_lo;
+    for (; n + DOT_NR <= n_hi; n += DOT_NR) dot_tile(mx, DOT_NR, x, w, bias, y, N, K, n);
+    for (; n < n_hi; n++) dot_tile(mx, 1, x, w, bias, y, N, K, n);
+}
+
+/* Columns [n_lo, n_hi) in blocks of rows of w that fit in half of L2 (DOT_L2 bytes); every
+   group of DOT_MR rows of x passes over a block while it is cached. */
+static void dot_gemm(const float* x, const float* w, const float* bias, float* y, int M, int N,
+                       int K, int n_lo, int n_hi) {
+    int nb = (int)(DOT_L2 / ((int64_t)K * sizeof(float)));
+    nb = nb < DOT_NR ? DOT_NR : nb - nb % DOT_NR;
+    for (int n0 = n_lo; n0 < n_hi; n0 += nb) {
+        int n1 = imin(n_hi, n0 + nb);
+        for (int m = 0; m < M; m += DOT_MR) {
+            const float* xm = x + (int64_t)m * K;
+            float* ym = y + (int64_t)m * N;
+            switch (imin(DOT_MR, M - m)) {
+#define CASE(R) case R: dot_rows(R, xm, w, bias, ym, N, K, n0, n1); break;
+                CASE(1) CASE(2) CASE(3) CASE(4)
+#undef CASE
+            }
+        }
+    }
+}
+
 /* ---- entry --------------------------------------------------------------------------- */
 int cw_matmul_f32_avx512(const float* x, const float* w, const float* bias, float* y, int M, int N, int K) {
     if (K == 0) {
@@ -216,12 +303,15 @@ int cw_matmul_f32_avx512(const float* x, const float* w, const float* bias, floa
         return CW_OK;
     }
     int nt = cw_nthreads(), rc = CW_OK;
+    int dot = M <= DOT_ANY_K || (K >= DOT_MIN_K && M <= DOT_MAX_M);
 #pragma omp parallel num_threads(nt)
     {
         int64_t lo, hi;
         cw_split(N, omp_get_num_threads(), omp_get_thread_num(), NALIGN, &lo, &hi);
         if (hi > lo && M == 1) {
             gemv_range(x, w, bias, y, K, (int)lo, (int)hi);
+        } else if (hi > lo && dot) {
+            dot_gemm(x, w, bias, y, M, N, K, (int)lo, (int)hi);
         } else if (hi > lo) {
             int ncols = imin(NC, (int)(hi - lo)), kc = imin(KC, K);
             int npanels = (ncols + NR - 1) / NR;

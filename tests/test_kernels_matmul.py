@@ -37,15 +37,18 @@ def _check(x, w, b, **kw):
     return y
 
 
-# M = 1 is the decode path; 2..17 cover every microkernel row count (MR 6 and 12) and
-# tails; N and K are chosen off the vector widths (8, 16) and tiles (16, 32).
+# Paths (see native/matmul_f32_avx512.c): M = 1 decode; M <= 4, or M <= 128 with K >= 256,
+# the streamed dot-product GEMM (tiles of 4 rows of x); otherwise the packed GEMM (tiles of
+# 12 / 6 rows of x).  M from 2 to 17 covers every tile row count and tail; N and K are
+# chosen off the vector widths (8, 16) and tiles (3, 6, 16, 32).
 SHAPES = [
     (1, 1, 1), (1, 7, 3), (1, 33, 31), (1, 65, 33), (1, 100, 769), (1, 768, 768),
-    (2, 5, 1), (3, 17, 3), (5, 31, 33), (6, 16, 16), (7, 32, 64), (11, 47, 100),
-    (12, 64, 256), (13, 33, 257), (17, 70, 769), (4, 129, 31),
+    (2, 5, 1), (3, 17, 3), (4, 129, 31), (4, 40, 300),            # dot path, any K
+    (5, 31, 33), (6, 16, 16), (7, 32, 64), (11, 47, 100), (12, 64, 255), (13, 33, 17),
+    (17, 70, 200),                                                 # packed GEMM, K < 256
+    (5, 31, 256), (9, 400, 769), (13, 33, 257), (17, 70, 769),     # dot path, K >= 256
+    (3, 13, 33001),                                                # dot path, K > L2 block
 ]
-
-
 @pytest.mark.parametrize("M,N,Kd", SHAPES)
 @pytest.mark.parametrize("bias", [False, True])
 def test_matches_reference(isa, rng, M, N, Kd, bias):
@@ -59,12 +62,17 @@ def test_vector_input_gives_vector_output(isa, rng):
     assert rel_err(y, _ref(x, w, b)[0]) < TOL
 
 
-def test_large_shape_several_k_and_n_blocks(isa, rng):
-    """64 x 768 x 300 per ISA, and an N wide enough for several column blocks per thread:
-    K = 768 spans three K blocks (the later ones accumulate into y), N = 1100 splits into
-    ranges with more than one column block and a ragged last panel."""
+def test_large_shapes_cover_the_blocking(isa, rng):
+    """64 x 768 x 300 (dot path, several blocks of w rows); 130 x 600 x 1100 on one thread
+    (packed GEMM: three K blocks, the later ones accumulating into y, three column blocks
+    per thread, a ragged last panel and a ragged last row tile)."""
     _check(*_case(rng, 64, 300, 768))
-    _check(*_case(rng, 20, 1100, 600))
+    before = K.threads()
+    try:
+        K.set_threads(1)
+        _check(*_case(rng, 130, 1100, 600))
+    finally:
+        K.set_threads(before)
 
 
 def test_thread_counts_agree(isa, rng):
