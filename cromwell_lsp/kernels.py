@@ -178,7 +178,6 @@ def _act(act):
 
 
 # ---- matrix multiply -----------------------------------------------------------------
-_EMPTY_F32 = ffi.new("float[1]") if ffi is not None else None
 
 
 def matmul(x, w, bias=None, out=None):
@@ -197,10 +196,7 @@ def matmul(x, w, bias=None, out=None):
     if lib is None:
         y[...] = matmul_ref(x, w, bias)
         return y
-    # With K == 0, x and w are empty (a NULL pointer from _p) although y = bias is still
-    # defined; the C API wants non-NULL pointers, so pass a dummy that is never read.
-    xp, wp = (_p("float*", x2), _p("float*", w)) if K else (_EMPTY_F32, _EMPTY_F32)
-    _check_rc("matmul", lib.cw_matmul_f32(xp, wp,
+    _check_rc("matmul", lib.cw_matmul_f32(_p("float*", x2), _p("float*", w),
                                           _p("float*", bias) if bias is not None else ffi.NULL,
                                           _p("float*", y), M, N, K))
     return y

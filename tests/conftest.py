@@ -32,17 +32,18 @@ def rel_err(got, ref):
 
 @pytest.fixture(scope="session")
 def small_tokenizer(tmp_path_factory):
-    """A real 600-token BPE trained (in about a second) on the stdlib json package and
-    one file that spells a special token; returns (Tokenizer, training report)."""
+    """A real 600-token BPE trained (in a few seconds) on the stdlib json and email packages
+    and one file that spells a special token, with a quarter of the files held out for
+    validation; returns (Tokenizer, training report)."""
     from cromwell_lsp.model.tokenizer import Tokenizer
     from cromwell_lsp.training import corpus, tokenizer
     from tests.test_corpus import GOOD
 
     root = tmp_path_factory.mktemp("tok")
     src = corpus.stdlib_source()
-    src.files = [f for f in src.files if f[1] and f[0].startswith("stdlib/json/")]
+    src.files = [f for f in src.files if f[1] and f[0].startswith(("stdlib/json/", "stdlib/email/"))]
     src.files.append(("stdlib/fake.py", 'SENTINEL = "<|endoftext|>"\n' + GOOD))
-    corpus.build(root / "corpus", sources=[src], log=lambda *a: None)
+    corpus.build(root / "corpus", sources=[src], log=lambda *a: None, val_fraction=0.25)
     report = tokenizer.train(root / "corpus", root / "tokenizer.json", vocab_size=600,
                              log=lambda *a: None)
     return Tokenizer(root / "tokenizer.json"), report

@@ -42,13 +42,17 @@ def test_resume_is_exact(small_tokenizer, tmp_path):
 
 def test_loss_falls_and_export_matches_the_twin(small_tokenizer, tmp_path):
     tok, _ = small_tokenizer
-    trainer = Trainer(_config(tmp_path / "run", tok, steps=40, image_every=0, eval_every=40,
-                              ckpt_every=40), log=_quiet)
+    trainer = Trainer(_config(tmp_path / "run", tok, steps=60, image_every=0, eval_every=60,
+                              ckpt_every=60), log=_quiet)
     trainer.run()
     rows = [json.loads(line) for line in open(tmp_path / "run" / "log.jsonl")]
-    train = [r["lm"] for r in rows if "lm" in r]
-    assert sum(train[-3:]) / 3 < 0.8 * train[0]
-    assert rows[-1]["val_bpb_stdlib"] < rows[0]["val_bpb_stdlib"]
+    untrained, trained = rows[0], rows[-1]
+    assert untrained["note"] == "untrained" and trained["step"] == 60
+    # 60 small steps: held-out loss falls on every task, by 10% on whole files
+    for key in ("val_lm", "val_fim_spm", "val_fim_psm", "val_explain", "val_repair"):
+        assert trained[key] is not None and trained[key] < untrained[key], key
+    assert trained["val_lm"] < 0.9 * untrained["val_lm"]
+    assert trained["val_bpb_stdlib"] < 0.9 * untrained["val_bpb_stdlib"]
     assert (tmp_path / "run" / "loss.png").exists()
     report = export(tmp_path / "run" / "ckpt.pt", tmp_path / "w", tok.path, log=_quiet)
     assert report["f32_rel_err"] < 1e-4 and report["int8_rel_err"] < 0.1

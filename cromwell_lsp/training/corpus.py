@@ -224,7 +224,7 @@ def fetch_wheels(packages, cache: Path, log=print) -> list[Source]:
 
 # ---- the whole build ---------------------------------------------------------------------
 def build(out: Path, packages=PACKAGES, cache: Path | None = None, log=print,
-          sources: list[Source] | None = None) -> dict:
+          sources: list[Source] | None = None, val_fraction: float = VAL_FRACTION) -> dict:
     """Build the corpus into `out`; returns the manifest (also written to manifest.json)."""
     out.mkdir(parents=True, exist_ok=True)
     if sources is None:
@@ -262,7 +262,7 @@ def build(out: Path, packages=PACKAGES, cache: Path | None = None, log=print,
                 if reason:
                     dropped[reason] = dropped.get(reason, 0) + 1
                     continue
-                split = "val" if int(digest[:8], 16) < VAL_FRACTION * 16**8 else "train"
+                split = "val" if int(digest[:8], 16) < val_fraction * 16**8 else "train"
                 line = json.dumps({"path": path, "source": f"{src.name}=={src.version}",
                                    "text": text})
                 (val if split == "val" else train).write(line + "\n")

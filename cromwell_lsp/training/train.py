@@ -235,7 +235,8 @@ class Trainer:
         rows = {}
         for task, examples in sets.items():
             encoded = [tasks.encode(e, self.tok) for e in examples[: self.c.eval_rows]]
-            rows[task] = [(ids[: self.c.seq_len + 1], m[: self.c.seq_len + 1]) for ids, m in encoded]
+            n = self.c.seq_len + 1  # keep the tail: the answer and the context nearest it
+            rows[task] = [(ids[-n:], m[-n:]) for ids, m in encoded if any(m[-n:][1:])]
         stdlib = [r["text"] for r in recs if r["path"].startswith("stdlib/")][: self.c.eval_rows]
         return {"rows": rows, "stdlib": stdlib}
 
@@ -252,8 +253,8 @@ class Trainer:
                     logits = self.model(t[:, :-1], jepa=False).logits
                 _, s, n = masked_ce(logits, t, m)
                 tot, cnt = tot + s.item(), cnt + n.item()
-            out[f"val_{task}"] = tot / max(cnt, 1.0)
-        out["val_bpb_stdlib"] = self.bits_per_byte(self.val["stdlib"])
+            out[f"val_{task}"] = tot / cnt if cnt else None  # None: no validation data
+        out["val_bpb_stdlib"] = self.bits_per_byte(self.val["stdlib"]) if self.val["stdlib"] else None
         self.model.train()
         return out
 
@@ -330,7 +331,7 @@ class Trainer:
             if pts:
                 ax.plot(*zip(*pts), style, label=f"train {key}", alpha=0.7)
         for key in ("val_lm", "val_fim_spm", "val_explain", "val_repair"):
-            pts = [(r["step"], r[key]) for r in rows if key in r]
+            pts = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
             if pts:
                 ax.plot(*zip(*pts), "o--", label=key)
         ax.set_xlabel("step")
