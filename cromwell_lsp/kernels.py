@@ -16,6 +16,7 @@ one float16 scale per 32 values along K, d[N, K/32].
 """
 from __future__ import annotations
 
+import math
 import os
 import warnings
 
@@ -23,6 +24,8 @@ import numpy as np
 
 QK = 32
 ISAS = ("scalar", "avx2", "avx512")
+_DTYPES = {np.float32: np.dtype(np.float32), np.int8: np.dtype(np.int8),
+           np.float16: np.dtype(np.float16)}
 
 try:
     if os.environ.get("CROMWELL_ISA") == "numpy":
@@ -95,12 +98,12 @@ def scratch_reset_peak() -> None:
 
 def aligned_empty(shape, dtype=np.float32, align: int = 64) -> np.ndarray:
     """An uninitialised C-contiguous array whose data starts on an `align`-byte boundary."""
-    dtype = np.dtype(dtype)
-    shape = (shape,) if np.isscalar(shape) else tuple(shape)
-    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    dtype = _DTYPES.get(dtype) or np.dtype(dtype)
+    shape = (int(shape),) if isinstance(shape, (int, np.integer)) else tuple(shape)
+    nbytes = math.prod(shape) * dtype.itemsize
     raw = np.empty(nbytes + align, dtype=np.uint8)
-    start = (-raw.ctypes.data) % align
-    return raw[start:start + nbytes].view(dtype).reshape(shape)
+    addr = int(ffi.cast("uintptr_t", ffi.from_buffer(raw))) if ffi is not None else raw.ctypes.data
+    return np.ndarray(shape, dtype, raw, (-addr) % align)  # a view of raw, aligned
 
 
 def aligned_zeros(shape, dtype=np.float32, align: int = 64) -> np.ndarray:
@@ -200,6 +203,45 @@ def matmul(x, w, bias=None, out=None):
                                           _p("float*", bias) if bias is not None else ffi.NULL,
                                           _p("float*", y), M, N, K))
     return y
+
+
+class BoundLinear:
+    """y[M, N] = x[M, K] @ W^T with the weights checked and bound once (fp32 `w`, or int8
+    `q` with float16 scales `d`), for the engine's hot path: each call checks only that x
+    is a C-contiguous float32 [M, K] and calls the kernel directly (about 1 us of Python,
+    against about 5 us through matmul / matmul_q8).  The weights must outlive the object
+    (they do: it keeps references to them)."""
+
+    def __init__(self, w=None, q=None, d=None):
+        if w is not None:
+            _arr("w", w, np.float32, 2)
+            self.N, self.K = w.shape
+            self.arrays = (w,)
+        else:
+            _arr("q", q, np.int8, 2)
+            _arr("d", d, np.float16, 2)
+            self.N, self.K = q.shape
+            if self.K % QK or d.shape != (self.N, self.K // QK):
+                raise ValueError(f"q {q.shape} and d {d.shape} do not form blocks of {QK}")
+            self.arrays = (q, d)
+        self.quant = w is None
+        if lib is not None:
+            self._fn = lib.cw_matmul_q8 if self.quant else lib.cw_matmul_f32
+            types = ("int8_t*", "uint16_t*") if self.quant else ("float*",)
+            self._w = tuple(_p(t, a) for t, a in zip(types, self.arrays))
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        if (lib is None or x.dtype != np.float32 or x.ndim != 2 or x.shape[1] != self.K
+                or not x.flags.c_contiguous):
+            if self.quant:
+                return matmul_q8(x, *self.arrays)
+            return matmul(x, self.arrays[0])
+        M = x.shape[0]
+        y = aligned_empty((M, self.N))
+        if M and self.N:
+            _check_rc("matmul", self._fn(_p("float*", x), *self._w, ffi.NULL, _p("float*", y),
+                                         M, self.N, self.K))
+        return y
 
 
 def matmul_ref(x, w, bias=None):

@@ -23,15 +23,14 @@ class Linear:
         self.d = tensors.get(name + ".d")
         if self.w is None and self.q is None:
             raise KeyError(f"no tensor {name} (or {name}.q / {name}.d) in the weights")
+        self.bound = kernels.BoundLinear(self.w, self.q, self.d)  # weights checked once
 
     @property
     def shape(self) -> tuple[int, int]:
         return (self.w if self.w is not None else self.q).shape
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        if self.w is not None:
-            return kernels.matmul(x, self.w)
-        return kernels.matmul_q8(x, self.q, self.d)
+        return self.bound(x)
 
 
 class RMSNorm:

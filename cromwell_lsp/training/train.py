@@ -237,7 +237,11 @@ class Trainer:
             encoded = [tasks.encode(e, self.tok) for e in examples[: self.c.eval_rows]]
             n = self.c.seq_len + 1  # keep the tail: the answer and the context nearest it
             rows[task] = [(ids[-n:], m[-n:]) for ids, m in encoded if any(m[-n:][1:])]
-        stdlib = [r["text"] for r in recs if r["path"].startswith("stdlib/")][: self.c.eval_rows]
+        stdlib, size = [], 0
+        for r in recs:  # held-out standard-library files, about 200 KB of them
+            if r["path"].startswith("stdlib/") and size < 200_000:
+                stdlib.append(r["text"])
+                size += len(r["text"])
         return {"rows": rows, "stdlib": stdlib}
 
     @torch.no_grad()
