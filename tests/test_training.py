@@ -16,6 +16,7 @@ def _config(tmp, tok, **kw):
     base = dict(model="tiny", corpus=str(tok.path.parent / "corpus"), tokenizer=str(tok.path),
                 out=str(tmp), seq_len=64, batch_size=4, steps=6, lr=3e-3, warmup=2,
                 image_every=3, image_batch=2, image_side=32, eval_every=1000, eval_rows=2,
+                bpb_bytes=6000,
                 ckpt_every=3, bf16=False)
     return TrainConfig(**{**base, **kw})
 

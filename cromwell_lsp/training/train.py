@@ -61,6 +61,7 @@ class TrainConfig:
     align_weight: float = 0.5
     eval_every: int = 250
     eval_rows: int = 16
+    bpb_bytes: int = 200_000      # held-out standard-library text scored for bits per byte
     ckpt_every: int = 50
     seed: int = 0
     compile: bool = False
@@ -238,8 +239,8 @@ class Trainer:
             n = self.c.seq_len + 1  # keep the tail: the answer and the context nearest it
             rows[task] = [(ids[-n:], m[-n:]) for ids, m in encoded if any(m[-n:][1:])]
         stdlib, size = [], 0
-        for r in recs:  # held-out standard-library files, about 200 KB of them
-            if r["path"].startswith("stdlib/") and size < 200_000:
+        for r in recs:  # held-out standard-library files, about bpb_bytes of them
+            if r["path"].startswith("stdlib/") and size < self.c.bpb_bytes:
                 stdlib.append(r["text"])
                 size += len(r["text"])
         return {"rows": rows, "stdlib": stdlib}
