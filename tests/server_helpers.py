@@ -44,8 +44,9 @@ SERVER = ClientServerConfig(
 
 
 def init_params(model_path=None, encodings=None, **options) -> T.InitializeParams:
-    """Client parameters: the tiny model, 8 tokens per answer, no debounce."""
-    opts = {"maxTokens": 8, "debounceMs": 0, **options}
+    """Client parameters: the tiny model, 8 tokens per answer, no debounce, one kernel
+    thread (a tiny model gains nothing from two, and on a busy machine loses 100x)."""
+    opts = {"maxTokens": 8, "debounceMs": 0, "threads": 1, **options}
     if model_path is not None:
         opts["modelPath"] = str(model_path)
     general = T.GeneralClientCapabilities(position_encodings=encodings) if encodings else None

@@ -2,11 +2,26 @@
 reuse, the cache invariant, the LRU byte budget, the prompt window, type-ahead."""
 import dataclasses
 
+import pytest
+
 from cromwell_lsp.features.completion import Completer, build_prompt, generate_text
 from cromwell_lsp.features.session import Session, Sessions, common_prefix
 from cromwell_lsp.model.generation import GenerationConfig
 from cromwell_lsp.settings import Settings
 from tests.server_helpers import tiny_model, tiny_model_path  # noqa: F401 (fixtures)
+
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """The tiny model runs fastest on one kernel thread (and 100x slower on a busy machine
+    with two)."""
+    from cromwell_lsp import kernels
+    before = kernels.threads()
+    kernels.set_threads(1)
+    yield
+    kernels.set_threads(before)
+
 
 CODE = "import os\n\n\ndef read(path):\n    with open(path) as f:\n        return f.read()\n\n\ndef main():\n    data = "
 
