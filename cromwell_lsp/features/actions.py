@@ -20,7 +20,7 @@ from ..model import prompts
 from ..model.generation import GenerationConfig
 from ..positions import line_ending
 from .analysis import empty_functions, syntax_errors, undocumented
-from .completion import generate_text
+from .completion import build_prompt, generate_text, prompt_budget
 from .postprocess import finish
 
 REPAIR_CONTEXT_LINES = 8
@@ -105,7 +105,8 @@ def _body(model, session, action, text, settings, cancel) -> Edit | None:
         end = starts[d.end_line + 1] - 1 if d.end_line + 1 < len(starts) else len(text)
     indent = " " * first.col_offset
     prefix, suffix = text[:start] + indent, "\n" + text[end:].lstrip("\n") if end < len(text) else ""
-    ids = prompts.encode(prompts.fim_spm(prefix, suffix), model.tokenizer)[0]
+    budget = prompt_budget(settings, model.config.max_seq_len)
+    ids = build_prompt(prefix, suffix, model.tokenizer, budget)
     raw = generate_text(model, session, ids, GenerationConfig(max_tokens=settings.max_tokens), cancel)
     code = finish(raw, prefix, suffix)
     if not code.strip():
@@ -114,8 +115,24 @@ def _body(model, session, action, text, settings, cancel) -> Edit | None:
     return Edit(start, end, new)
 
 
-def _explanation(model, session, code: str, max_tokens: int, cancel) -> str:
-    ids = prompts.encode(prompts.explain(code), model.tokenizer)[0]
+def fit_code(code: str, tok, limit: int) -> str:
+    """The first lines of code that fit in `limit` tokens (at least one line, cut)."""
+    if len(tok.encode(code)) <= limit:
+        return code
+    kept, used = [], 0
+    for line in code.split("\n"):
+        n = len(tok.encode(line + "\n"))
+        if used + n > limit:
+            break
+        kept.append(line)
+        used += n
+    return "\n".join(kept) if kept else tok.decode(tok.encode(code)[:limit])
+
+
+def explanation(model, session, code: str, max_tokens: int, cancel) -> str:
+    """One paragraph about code (the explain task), on one line."""
+    room = model.config.max_seq_len - max_tokens - 16
+    ids = prompts.encode(prompts.explain(fit_code(code, model.tokenizer, room)), model.tokenizer)[0]
     raw = generate_text(model, session, ids, GenerationConfig(max_tokens=max_tokens), cancel)
     paragraph = raw.strip().split("\n\n", 1)[0]
     return " ".join(paragraph.split())
@@ -127,7 +144,7 @@ def _docstring(model, session, action, text, settings, cancel) -> Edit | None:
         return None
     lines = text.split("\n")
     code = "\n".join(lines[d.line:d.end_line + 1])
-    words = _explanation(model, session, code, settings.max_tokens, cancel).replace('"""', "'''")
+    words = explanation(model, session, code, settings.max_tokens, cancel).replace('"""', "'''")
     if not words:
         return None
     indent = " " * d.node.body[0].col_offset
@@ -151,7 +168,10 @@ def _fix(model, session, action, text, settings, cancel) -> Edit | None:
     hi = min(len(lines), action.line + REPAIR_CONTEXT_LINES + 1)
     snippet = "\n".join(lines[lo:hi])
     ids = prompts.encode(prompts.repair(snippet), model.tokenizer)[0]
-    budget = min(1024, len(model.tokenizer.encode(snippet)) + 32)
+    room = model.config.max_seq_len - len(ids) - 1
+    budget = min(1024, room, len(ids) + 32)
+    if budget <= 0:
+        return None  # the lines around the error are longer than the model's context
     raw = generate_text(model, session, ids, GenerationConfig(max_tokens=budget), cancel)
     fixed = raw.strip("\n")
     candidate = "\n".join(lines[:lo] + fixed.split("\n") + lines[hi:])

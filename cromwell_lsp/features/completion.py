@@ -60,39 +60,42 @@ def _fit_suffix(suffix: str, tok, limit: int) -> str:
     return "\n".join(lines[:keep])
 
 
-def _fit_prefix(prefix: str, tok, limit: int, step: int) -> str:
-    """The prefix without its fewest leading chunks (of ~step tokens of whole lines) that
-    leave at most `limit` tokens."""
+def _prefix_cuts(prefix: str, tok, limit: int, step: int) -> list[str]:
+    """Candidate windows of the prefix, longest first, each fitting `limit` tokens by a
+    per-line count: the prefix without its fewest leading chunks (of ~step tokens of
+    whole lines, counted from the start of the document), then without more chunks; the
+    cursor's line alone (cut by tokens when even it is too long) comes last."""
     lines = prefix.split("\n")
     counts = [len(ids) for ids in tok.encode_batch([l + "\n" for l in lines[:-1]])]
     counts.append(len(tok.encode(lines[-1])) if lines[-1] else 0)
-    total = sum(counts)
-    chunk_starts, acc = [0], 0
+    starts, acc = [0], 0
     for i, n in enumerate(counts[:-1]):
         acc += n
         if acc >= step:
-            chunk_starts.append(i + 1)
+            starts.append(i + 1)
             acc = 0
-    start, dropped = 0, 0
-    for cs in chunk_starts:
-        if total - sum(counts[:cs]) <= limit:
-            start = cs
-            break
-    else:
-        start = len(lines) - 1  # even the cursor's line alone: keep it, cut by tokens below
-    text = "\n".join(lines[start:])
-    if start == len(lines) - 1 and len(tok.encode(text)) > limit:
-        ids = tok.encode(text)
-        text = tok.decode(ids[-limit:])
-    return text
+    total, dropped, cuts = sum(counts), 0, []
+    for k, cs in enumerate(starts):
+        dropped += sum(counts[starts[k - 1]:cs]) if k else 0
+        if total - dropped <= limit:
+            cuts.append("\n".join(lines[cs:]))
+    last = lines[-1]
+    ids = tok.encode(last)
+    cuts.append(last if len(ids) <= limit else tok.decode(ids[-limit:]))
+    return cuts
 
 
 def build_prompt(prefix: str, suffix: str, tok, budget: int) -> list[int]:
-    """Token ids of the windowed SPM prompt."""
+    """Token ids of the windowed SPM prompt: at most `budget` tokens (unless the cursor's
+    line alone is longer)."""
     suffix = _fit_suffix(suffix, tok, budget // 4)
     fixed = len(prompts.encode(prompts.fim_spm("", suffix), tok)[0])
-    prefix = _fit_prefix(prefix, tok, max(1, budget - fixed), max(1, budget // 4))
-    return prompts.encode(prompts.fim_spm(prefix, suffix), tok)[0]
+    ids: list[int] = []
+    for cut in _prefix_cuts(prefix, tok, max(1, budget - fixed), max(1, budget // 4)):
+        ids = prompts.encode(prompts.fim_spm(cut, suffix), tok)[0]
+        if len(ids) <= budget:
+            break
+    return ids
 
 
 def generate_text(model, session, prompt_ids, config: GenerationConfig, cancel=None,

@@ -5,7 +5,7 @@ Markdown out, no LSP here.
 """
 from __future__ import annotations
 
-from .actions import _explanation
+from .actions import explanation
 from .analysis import image_refs, symbol_at
 
 HOVER_MAX_TOKENS = 48
@@ -40,6 +40,6 @@ def hover_text(model, session, text: str, line: int, col: int, settings, cancel=
         code = "\n".join(lines[d.line:d.end_line + 1])
     else:
         head = code = lines[line].strip()
-    explanation = _explanation(model, session, code, max_tokens, cancel) if model else ""
+    words = explanation(model, session, code, max_tokens, cancel) if model else ""
     body = f"```python\n{head}\n```"
-    return body + (f"\n\n{explanation}" if explanation else "")
+    return body + (f"\n\n{words}" if words else "")
