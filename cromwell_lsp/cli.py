@@ -131,10 +131,22 @@ _TRAIN_KNOBS = {"steps": int, "batch_size": int, "seq_len": int, "lr": float, "w
                 "max_minutes": float}
 
 
+def _cmd_serve(args) -> int:
+    from .server import serve
+
+    serve(tcp=args.tcp)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cromwell", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"cromwell {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="the language server (stdio by default)")
+    p.add_argument("--stdio", action="store_true", help="talk over stdin/stdout (the default)")
+    p.add_argument("--tcp", default=None, metavar="HOST:PORT", help="listen on TCP instead")
+    p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("info", help="version, kernel ISA and threads")
     p.add_argument("--json", action="store_true", help="print one JSON document")

@@ -1,0 +1,165 @@
+"""Code completion at a cursor: the fill-in-the-middle prompt, its window on long files,
+generation on the document's cached session, post-processing and type-ahead.
+
+Prompt (prompts.fim_spm, SPM order, stable to volatile): <fim_prefix><fim_suffix> suffix
+<fim_middle> prefix.  Typing appends to the prefix, so only the new tokens are prefilled.
+
+Window: the prompt gets at most `budget` tokens (settings.context_window, and room for the
+answer within the model's max_seq_len).  The suffix keeps its first lines up to a quarter
+of it.  The prefix is cut into chunks of whole lines of about `budget // 4` tokens each,
+counted from the start of the document; the fewest leading chunks that make it fit are
+dropped.  Chunk boundaries depend only on the text before them, so while the user types
+the window stays put (and the cache valid) until a whole chunk has to go.
+
+Type-ahead (Copilot's behaviour): when the new prefix is the old prefix plus the start of
+the last suggestion (same suffix), the rest of that suggestion is the answer, no compute.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..model import prompts
+from ..model.generation import GenerationConfig, GenerationStats, generate_ids
+from ..model.sampling import SamplingParams, TextStream
+from ..positions import line_ending
+from .postprocess import finish, mode
+
+ANSWER_MARGIN = 8  # tokens kept free past max_tokens within max_seq_len
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str            # what the editor inserts at the cursor ("" when nothing useful)
+    prefill_tokens: int  # tokens this request prefilled (0: type-ahead, no compute)
+    cached: bool         # answered from the last suggestion
+    stop_reason: str = ""
+
+
+@dataclass
+class _Suggestion:
+    prefix: str
+    suffix: str
+    text: str
+
+
+def prompt_budget(settings, max_seq_len: int) -> int:
+    return max(16, min(settings.context_window, max_seq_len - settings.max_tokens - ANSWER_MARGIN))
+
+
+def _fit_suffix(suffix: str, tok, limit: int) -> str:
+    """The suffix's first lines, as many as fit in `limit` tokens."""
+    if not suffix:
+        return ""
+    lines = suffix.split("\n")
+    counts = [len(ids) for ids in tok.encode_batch([l + "\n" for l in lines])]
+    total, keep = 0, 0
+    for n in counts:
+        if total + n > limit:
+            break
+        total, keep = total + n, keep + 1
+    return "\n".join(lines[:keep])
+
+
+def _prefix_cuts(prefix: str, tok, limit: int, step: int) -> list[str]:
+    """Candidate windows of the prefix, longest first, each fitting `limit` tokens by a
+    per-line count: the prefix without its fewest leading chunks (of ~step tokens of
+    whole lines, counted from the start of the document), then without more chunks; the
+    cursor's line alone (cut by tokens when even it is too long) comes last."""
+    lines = prefix.split("\n")
+    counts = [len(ids) for ids in tok.encode_batch([l + "\n" for l in lines[:-1]])]
+    counts.append(len(tok.encode(lines[-1])) if lines[-1] else 0)
+    starts, acc = [0], 0
+    for i, n in enumerate(counts[:-1]):
+        acc += n
+        if acc >= step:
+            starts.append(i + 1)
+            acc = 0
+    total, dropped, cuts = sum(counts), 0, []
+    for k, cs in enumerate(starts):
+        dropped += sum(counts[starts[k - 1]:cs]) if k else 0
+        if total - dropped <= limit:
+            cuts.append("\n".join(lines[cs:]))
+    last = lines[-1]
+    ids = tok.encode(last)
+    cuts.append(last if len(ids) <= limit else tok.decode(ids[-limit:]))
+    return cuts
+
+
+def build_prompt(prefix: str, suffix: str, tok, budget: int) -> list[int]:
+    """Token ids of the windowed SPM prompt: at most `budget` tokens (unless the cursor's
+    line alone is longer)."""
+    suffix = _fit_suffix(suffix, tok, budget // 4)
+    fixed = len(prompts.encode(prompts.fim_spm("", suffix), tok)[0])
+    ids: list[int] = []
+    for cut in _prefix_cuts(prefix, tok, max(1, budget - fixed), max(1, budget // 4)):
+        ids = prompts.encode(prompts.fim_spm(cut, suffix), tok)[0]
+        if len(ids) <= budget:
+            break
+    return ids
+
+
+def generate_text(model, session, prompt_ids, config: GenerationConfig, cancel=None,
+                  stats: GenerationStats | None = None) -> str:
+    """Raw generated text after prompt_ids, on a session (its cache reused and restored to
+    exactly the prompt afterwards).  Never returns special tokens."""
+    tok = model.tokenizer
+    eot = tok.special("endoftext")
+    banned = [i for i in tok.ids.values() if i != eot]
+    stream = TextStream(tok, config.stop)
+    new = session.prepare(prompt_ids)
+    pieces = []
+    try:
+        for tid in generate_ids(model.engine, session.cache, new, config, stop_ids=[eot],
+                                banned_ids=banned, cancel=cancel, stats=stats):
+            pieces.append(stream.push(tid))
+            if stream.stopped:
+                break
+        if not stream.stopped:
+            pieces.append(stream.flush())
+    finally:
+        session.commit(prompt_ids)
+    return "".join(pieces)
+
+
+class Completer:
+    """Completions for documents, each on its session; remembers the last suggestion per
+    document for type-ahead.  Not thread-safe: the server calls it from one worker."""
+
+    def __init__(self, model, sessions):
+        self.model, self.sessions = model, sessions
+        self._last: dict[str, _Suggestion] = {}
+
+    def complete(self, uri: str, text: str, offset: int, settings, cancel=None) -> Completion:
+        prefix, suffix = text[:offset], text[offset:]
+        ahead = self._type_ahead(uri, prefix, suffix)
+        if ahead is not None:
+            return Completion(ahead, 0, True)
+        tok = self.model.tokenizer
+        budget = prompt_budget(settings, self.model.config.max_seq_len)
+        ids = build_prompt(prefix.replace("\r\n", "\n"), suffix.replace("\r\n", "\n"), tok, budget)
+        line_mode = mode(prefix, suffix) == "line"
+        config = GenerationConfig(
+            max_tokens=settings.max_tokens, stop=("\n",) if line_mode else (),
+            sampling=SamplingParams(temperature=settings.temperature))
+        stats = GenerationStats()
+        session = self.sessions.get(uri)
+        raw = generate_text(self.model, session, ids, config, cancel, stats)
+        if stats.stop_reason == "cancelled":
+            return Completion("", session.last_prefill_tokens, False, "cancelled")
+        out = finish(raw, prefix, suffix, line_ending(text))
+        self._last[uri] = _Suggestion(prefix, suffix, out)
+        return Completion(out, session.last_prefill_tokens, False, stats.stop_reason)
+
+    def _type_ahead(self, uri: str, prefix: str, suffix: str) -> str | None:
+        last = self._last.get(uri)
+        if last is None or suffix != last.suffix or not prefix.startswith(last.prefix):
+            return None
+        typed = prefix[len(last.prefix):]
+        if typed and last.text.startswith(typed) and len(typed) < len(last.text):
+            self._last[uri] = _Suggestion(prefix, suffix, last.text[len(typed):])
+            return last.text[len(typed):]
+        return None
+
+    def forget(self, uri: str) -> None:
+        self._last.pop(uri, None)
+        self.sessions.close(uri)

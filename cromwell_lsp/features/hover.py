@@ -1,0 +1,45 @@
+"""Hover text: on a function or class, its signature and a generated one-paragraph
+explanation (the explain task); on another name, its line and an explanation of that
+line; on an image path or markdown image link, a short note naming the screenshot.
+Markdown out, no LSP here.
+"""
+from __future__ import annotations
+
+from .actions import explanation
+from .analysis import image_refs, symbol_at
+
+HOVER_MAX_TOKENS = 48
+
+
+def signature(lines: list[str], first: int, last: int) -> str:
+    """The def/class header: from its line up to the line that ends with ':'."""
+    out = []
+    for line in lines[first:last + 1]:
+        out.append(line)
+        if line.rstrip().endswith(":"):
+            break
+    return "\n".join(out)
+
+
+def hover_text(model, session, text: str, line: int, col: int, settings, cancel=None) -> str | None:
+    """Markdown for a hover at (line, col) (0-based, code points), or None."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    lines = text.split("\n")
+    if not 0 <= line < len(lines):
+        return None
+    for start, end, path in image_refs(lines[line]):
+        if start <= col <= end:
+            return f"screenshot: `{path}`"
+    sym = symbol_at(text, line, col)
+    if sym is None:
+        return None
+    max_tokens = min(HOVER_MAX_TOKENS, settings.max_tokens)
+    if sym.definition is not None:
+        d = sym.definition
+        head = signature(lines, d.line, d.end_line)
+        code = "\n".join(lines[d.line:d.end_line + 1])
+    else:
+        head = code = lines[line].strip()
+    words = explanation(model, session, code, max_tokens, cancel) if model else ""
+    body = f"```python\n{head}\n```"
+    return body + (f"\n\n{words}" if words else "")

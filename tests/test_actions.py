@@ -1,0 +1,62 @@
+"""Code actions and hovers without LSP: listing (no model), resolving on the real tiny
+model, CRLF documents, and prompts that stay inside the model's context on long files."""
+import ast
+import dataclasses
+
+import pytest
+
+from cromwell_lsp.features import actions, hover
+from cromwell_lsp.features.session import Session
+from cromwell_lsp.settings import Settings
+from tests.server_helpers import tiny_model, tiny_model_path  # noqa: F401 (fixtures)
+
+CODE = "import math\n\n\ndef area(radius):\n    '''Area.'''\n\n\nclass Shape:\n    sides = 0\n"
+SETTINGS = dataclasses.replace(Settings(), max_tokens=16)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    from cromwell_lsp import kernels
+    before = kernels.threads()
+    kernels.set_threads(1)
+    yield
+    kernels.set_threads(before)
+
+
+def _apply(text, edit):
+    return text[:edit.start] + edit.text + text[edit.end:]
+
+
+def test_listing_needs_no_model():
+    got = actions.list_actions(CODE, 3, 3)
+    assert [(a.kind, a.line) for a in got] == [("body", 3)]  # area has a docstring
+    assert [a.kind for a in actions.list_actions(CODE, 8, 8)] == ["docstring"]
+    assert [a.kind for a in actions.list_actions("def f(:\n", 0, 0)] == ["fix"]
+    assert actions.list_actions(CODE, 0, 0) == []
+
+
+def test_body_keeps_the_docstring_and_crlf(tiny_model):
+    crlf = CODE.replace("\n", "\r\n")
+    session = Session(tiny_model.new_cache())
+    edit = actions.resolve(tiny_model, session, actions.Action("b", "body", 3), crlf, SETTINGS)
+    if edit is not None:
+        new = _apply(crlf, edit)
+        assert "'''Area.'''" in new and "\r\n" in new and "\n" not in new.replace("\r\n", "")
+        assert "<|" not in new
+
+
+def test_docstring_edit_parses(tiny_model):
+    session = Session(tiny_model.new_cache())
+    edit = actions.resolve(tiny_model, session, actions.Action("d", "docstring", 7), CODE, SETTINGS)
+    if edit is not None:
+        ast.parse(_apply(CODE, edit))
+
+
+def test_long_files_stay_inside_the_context(tiny_model):
+    body = "".join(f"    total = total + compute_value({i}, 'a string')\n" for i in range(400))
+    text = "def big():\n" + body + "\n\ndef empty():\n    pass\n"
+    session = Session(tiny_model.new_cache())
+    line = text.count("\n") - 2
+    actions.resolve(tiny_model, session, actions.Action("b", "body", line), text, SETTINGS)
+    actions.resolve(tiny_model, session, actions.Action("d", "docstring", 0), text, SETTINGS)
+    assert hover.hover_text(tiny_model, session, text, 0, 5, SETTINGS).startswith("```python\ndef big():")
