@@ -18,11 +18,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 from lsprotocol import types as T
 from pygls.lsp.server import LanguageServer
+from pygls.uris import to_fs_path
 
 from . import __version__
 from .features import actions, hover
 from .features.analysis import syntax_errors
 from .features.completion import Completer
+from .features.screenshot import SnippetIndex
 from .features.session import Session, Sessions
 from .positions import Lines
 from .settings import Settings
@@ -44,6 +46,7 @@ class CromwellServer(LanguageServer):
         self.worker = ThreadPoolExecutor(1, thread_name_prefix="cromwell-model")
         self.inflight: dict[str, threading.Event] = {}
         self.pending_messages: list[tuple[T.MessageType, str]] = []
+        self.snippet_index = SnippetIndex()
 
     # ---- settings and model -------------------------------------------------------
     def apply_settings(self, raw) -> None:
@@ -92,6 +95,18 @@ class CromwellServer(LanguageServer):
         doc = self.workspace.get_text_document(uri)
         enc = self.workspace.position_encoding
         return doc.source, Lines.of(doc.source), str(getattr(enc, "value", enc) or "utf-16")
+
+    def roots(self) -> list[str]:
+        """The workspace folders' paths (the root path when the client gave no folders)."""
+        ws = self.workspace
+        paths = [to_fs_path(f.uri) for f in (getattr(ws, "folders", None) or {}).values()]
+        if not paths and getattr(ws, "root_path", None):
+            paths = [ws.root_path]
+        return [p for p in paths if p]
+
+    def documents(self) -> dict[str, str]:
+        """A snapshot of the open documents' texts (uri -> text), for the worker."""
+        return {uri: d.source for uri, d in self.workspace.text_documents.items()}
 
     def offset(self, uri: str, pos: T.Position) -> tuple[str, Lines, str, int]:
         text, lines, enc = self.document(uri)
@@ -236,8 +251,14 @@ async def code_action_resolve(ls: CromwellServer, action: T.CodeAction):
     uri = data["uri"]
     text, lines, enc = ls.document(uri)
     spec = actions.Action(data.get("title", action.title), data["kind"], int(data["line"]))
-    edit = await ls.compute(None, actions.resolve, ls.model, ls.task_session, spec, text,
-                            ls.settings)
+    run = lambda cancel: actions.resolve(  # noqa: E731
+        ls.model, ls.task_session, spec, text, ls.settings, cancel,
+        doc_path=to_fs_path(uri), roots=ls.roots())
+    try:
+        edit = await ls.compute(None, run)
+    except ValueError as exc:  # e.g. the screenshot is outside the workspace or unreadable
+        ls.say(T.MessageType.Warning, f"Cromwell: {spec.title}: {exc}")
+        return action
     if edit is not None:
         where = T.Range(T.Position(*lines.position(edit.start, enc)),
                         T.Position(*lines.position(edit.end, enc)))
@@ -252,8 +273,11 @@ async def on_hover(ls: CromwellServer, params: T.HoverParams):
     uri = params.text_document.uri
     text, lines, enc, offset = ls.offset(uri, params.position)
     line, col = lines.position(offset, "utf-32")
-    value = await ls.compute(None, hover.hover_text, ls.model, ls.task_session, text, line, col,
-                             ls.settings)
+    doc_path, roots, docs = to_fs_path(uri), ls.roots(), ls.documents()
+    run = lambda cancel: hover.hover_text(  # noqa: E731
+        ls.model, ls.task_session, text, line, col, ls.settings, cancel,
+        doc_path=doc_path, roots=roots, documents=docs, index=ls.snippet_index)
+    value = await ls.compute(None, run)
     if not value:
         return None
     return T.Hover(contents=T.MarkupContent(kind=T.MarkupKind.Markdown, value=value))

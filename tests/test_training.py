@@ -59,4 +59,8 @@ def test_loss_falls_and_export_matches_the_twin(small_tokenizer, tmp_path):
     assert report["f32_rel_err"] < 1e-4 and report["int8_rel_err"] < 0.1
     model = CromwellVLJEPA.load(tmp_path / "w" / "model-int8.safetensors")
     assert isinstance(model.generate("def f(", max_tokens=4), str)
+    assert model.screenshot_side == 32  # the training image side travels in the metadata
+    from cromwell_lsp.model.weights import quantize_file
+    quantize_file(tmp_path / "w" / "model.safetensors", tmp_path / "w" / "again.safetensors")
+    assert CromwellVLJEPA.load(tmp_path / "w" / "again.safetensors").screenshot_side == 32
     assert unigram_bpb(tok.path.parent / "corpus", tok, trainer.val["stdlib"]) > 0

@@ -6,6 +6,9 @@ by the model only when the editor resolves one (codeAction/resolve).
   "Add docstring"           a def or class without one: the explain task, as a docstring
   "Fix syntax error"        each syntax error: the repair task on the lines around it; the
                             edit is offered only when the repaired document parses
+  "Insert code from screenshot"  an image path or markdown image link on the line: the
+                            code the screenshot shows, inserted below that line (a fenced
+                            block in markdown), read by the image task (screenshot.py)
 
 An action is an `Action` (title, kind, line); `resolve` returns an `Edit` (offsets into the
 document text, code points) or None when the model found nothing usable.  No LSP here.
@@ -19,7 +22,7 @@ from dataclasses import dataclass
 from ..model import prompts
 from ..model.generation import GenerationConfig
 from ..positions import line_ending
-from .analysis import empty_functions, syntax_errors, undocumented
+from .analysis import empty_functions, image_refs, syntax_errors, undocumented
 from .completion import build_prompt, generate_text, prompt_budget
 from .postprocess import finish
 
@@ -29,8 +32,8 @@ REPAIR_CONTEXT_LINES = 8
 @dataclass(frozen=True)
 class Action:
     title: str
-    kind: str   # "body" | "docstring" | "fix"
-    line: int   # 0-based: the def's line, or the syntax error's line
+    kind: str   # "body" | "docstring" | "fix" | "screenshot"
+    line: int   # 0-based: the def's line, the syntax error's line or the image link's line
 
 
 @dataclass(frozen=True)
@@ -50,14 +53,24 @@ def list_actions(text: str, first_line: int, last_line: int) -> list[Action]:
             for d in undocumented(text) if hit(d) and d.body_line > d.line]
     out += [Action(f"Fix syntax error: {p.message}", "fix", p.line)
             for p in syntax_errors(text) if first_line <= p.line <= last_line]
+    lines = text.split("\n")
+    for n in range(max(0, first_line), min(len(lines), last_line + 1)):
+        out += [Action(f"Insert code from screenshot {path}", "screenshot", n)
+                for _, _, path in image_refs(lines[n])[:1]]
     return out
 
 
-def resolve(model, session, action: Action, text: str, settings, cancel=None) -> Edit | None:
-    """Run the model for an action; None when it produced nothing usable."""
+def resolve(model, session, action: Action, text: str, settings, cancel=None, *,
+            doc_path=None, roots=None) -> Edit | None:
+    """Run the model for an action; None when it produced nothing usable.  doc_path and
+    roots (the workspace folders) locate the image of a screenshot action; an image
+    outside the roots or unreadable raises ValueError with the reason."""
     if "\r" in text:  # offsets below are computed on "\n" text; map them back at the end
-        edit = resolve(model, session, action, _lf(text), settings, cancel)
+        edit = resolve(model, session, action, _lf(text), settings, cancel,
+                       doc_path=doc_path, roots=roots)
         return None if edit is None else _to_crlf(edit, text)
+    if action.kind == "screenshot":
+        return _screenshot(model, action, text, settings, cancel, doc_path, roots)
     fn = {"body": _body, "docstring": _docstring, "fix": _fix}.get(action.kind)
     return fn(model, session, action, text, settings, cancel) if fn else None
 
@@ -180,3 +193,26 @@ def _fix(model, session, action, text, settings, cancel) -> Edit | None:
     starts = _line_starts(text)
     end = starts[hi] - 1 if hi < len(starts) else len(text)
     return Edit(starts[lo], end, fixed)
+
+
+def _screenshot(model, action, text, settings, cancel, doc_path, roots) -> Edit | None:
+    from .screenshot import resolve_image, transcribe
+
+    lines = text.split("\n")
+    if not 0 <= action.line < len(lines):
+        return None
+    refs = image_refs(lines[action.line])
+    if not refs:
+        return None
+    image = resolve_image(refs[0][2], doc_path, roots)
+    code = transcribe(model, image, max(32, settings.max_tokens), cancel)
+    if not code.strip():
+        return None
+    line = lines[action.line]
+    indent = line[:len(line) - len(line.lstrip())]
+    if str(doc_path or "").lower().endswith((".md", ".markdown")):
+        block = f"\n{indent}```python\n" + textwrap.indent(code, indent) + f"\n{indent}```"
+    else:
+        block = "\n" + textwrap.indent(code, indent)
+    at = _line_starts(text)[action.line] + len(line)
+    return Edit(at, at, block)

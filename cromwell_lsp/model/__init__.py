@@ -77,6 +77,25 @@ class CromwellVLJEPA:
         """See Engine.forward: logits for the new tokens (and JEPA predictions on request)."""
         return self.engine.forward(tokens, cache, image_state, jepa, last_only)
 
+    @property
+    def screenshot_side(self) -> int:
+        """The side of the square canvas the vision path was trained on (weights metadata
+        "screenshot_side"; the config's image_size when the file does not say)."""
+        try:
+            side = int(self.weights.metadata.get("screenshot_side", 0))
+        except ValueError:
+            side = 0
+        return side if 4 <= side <= 4096 else self.config.image_size
+
+    def read_screenshot(self, image) -> np.ndarray:
+        """A screenshot (a path or a PIL image) on the training canvas, float32 [S, S, 3];
+        a file that cannot be read raises ValueError naming it."""
+        from .images import open_image, screenshot_canvas
+
+        if isinstance(image, (str, Path)):
+            image = open_image(image)
+        return screenshot_canvas(image.convert("RGB"), self.screenshot_side)
+
     def encode_image(self, image) -> VisionState:
         """image: a path, a PIL image or an array [H, W, C] -> vision tokens.  The last few
         images are cached by content, so asking again about one screenshot is free."""

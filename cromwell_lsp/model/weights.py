@@ -304,12 +304,13 @@ def metadata_for(cfg: ModelConfig, quant: str, tokenizer_sha256: str = "") -> di
 
 
 def save_model(path, cfg: ModelConfig, tensors: dict[str, np.ndarray], quant: str = "f32",
-               tokenizer_sha256: str = "") -> None:
-    """Check `tensors` (float32 names) against cfg, quantize when asked, and write."""
+               tokenizer_sha256: str = "", extra: dict[str, str] | None = None) -> None:
+    """Check `tensors` (float32 names) against cfg, quantize when asked, and write.
+    `extra`: more metadata (e.g. "screenshot_side", the training image side)."""
     _check_against(path, tensors, expected_tensors(cfg, "f32"))
     if quant == "int8":
         tensors = quantize_tensors(cfg, tensors)
-    save(path, tensors, metadata_for(cfg, quant, tokenizer_sha256))
+    save(path, tensors, {**(extra or {}), **metadata_for(cfg, quant, tokenizer_sha256)})
 
 
 def quantize_tensors(cfg: ModelConfig, tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -330,4 +331,4 @@ def quantize_file(src, dst) -> None:
     if wf.quant != "f32":
         _fail(src, f"it is already quantized ({wf.quant})", "quantize the fp32 file instead")
     save(dst, quantize_tensors(wf.config, wf.tensors),
-         metadata_for(wf.config, "int8", wf.tokenizer_sha256))
+         {**wf.metadata, **metadata_for(wf.config, "int8", wf.tokenizer_sha256)})

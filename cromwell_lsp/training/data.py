@@ -122,12 +122,8 @@ def image_batch(texts, tok, rng: random.Random, n: int, side: int, max_tokens: i
         lines = code.splitlines()
         if max(len(line) for line in lines) > 60:
             continue
-        img = screenshots.to_array(screenshots.render(code, rng, font_size=rng.choice((9, 10, 11))),
-                                   max_side=side)
-        canvas = np.empty((side, side, 3), dtype=np.float32)
-        canvas[...] = img[0, 0]
-        h, w = min(side, img.shape[0]), min(side, img.shape[1])
-        canvas[:h, :w] = img[:h, :w]
+        canvas = screenshots.screenshot_canvas(
+            screenshots.render(code, rng, font_size=rng.choice((9, 10, 11))), side)
         ids, mask = prompts.encode(head + [("text", code), ("special", "endoftext")], tok,
                                    answer_from=len(head))
         images.append(canvas)

@@ -45,7 +45,8 @@ def export(ckpt, out, tokenizer, log=print) -> dict:
     for quant, name, bound in (("f32", "model.safetensors", 1e-4),
                                ("int8", "model-int8.safetensors", 0.1)):
         path = out / name
-        export_safetensors(twin, path, quant, tok.sha256)
+        side = state.get("train_config", {}).get("image_side") or twin.cfg.image_size
+        export_safetensors(twin, path, quant, tok.sha256, {"screenshot_side": str(side)})
         model = CromwellVLJEPA.load(path)
         got = model.forward(ids, model.new_cache(len(ids)))
         err = float(np.max(np.abs(got - ref)) / np.max(np.abs(ref)))

@@ -381,6 +381,7 @@ def state_arrays(model: CromwellTwin) -> dict[str, np.ndarray]:
             for k, v in model.state_dict().items()}
 
 
-def export_safetensors(model: CromwellTwin, path, quant: str = "f32", tokenizer_sha256: str = ""):
+def export_safetensors(model: CromwellTwin, path, quant: str = "f32", tokenizer_sha256: str = "",
+                       extra: dict[str, str] | None = None):
     """Write the twin's weights for the engine (names checked against the config)."""
-    W.save_model(path, model.cfg, state_arrays(model), quant, tokenizer_sha256)
+    W.save_model(path, model.cfg, state_arrays(model), quant, tokenizer_sha256, extra)

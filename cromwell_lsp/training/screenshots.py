@@ -13,6 +13,8 @@ import random
 
 import numpy as np
 
+from ..model.images import screenshot_canvas, to_array  # noqa: F401  (the shared transformation)
+
 STYLES = ("default", "monokai", "friendly", "solarized-dark", "solarized-light", "github-dark",
           "vs", "one-dark", "dracula", "zenburn", "tango", "native", "xcode", "nord")
 FONT = "DejaVu Sans Mono"
@@ -43,19 +45,3 @@ def render(code: str, rng: random.Random | None = None, *, style: str | None = N
     return Image.open(io.BytesIO(png)).convert("RGB")
 
 
-def to_array(image, max_side: int = 512) -> np.ndarray:
-    """An RGB PIL image as float32 [H, W, 3] on the engine's scale (model/vision.preprocess:
-    uint8 / 127.5 - 1, so [-1, 1]), H and W multiples of 4 (padded with the image's corner
-    colour), scaled down so neither side exceeds max_side."""
-    from PIL import Image
-
-    w, h = image.size
-    scale = min(1.0, max_side / max(w, h))
-    if scale < 1.0:
-        image = image.resize((max(4, int(w * scale)), max(4, int(h * scale))), Image.BILINEAR)
-    arr = np.asarray(image, dtype=np.float32) * np.float32(1 / 127.5) - np.float32(1)
-    H, W = arr.shape[:2]
-    out = np.empty(((H + 3) // 4 * 4, (W + 3) // 4 * 4, 3), dtype=np.float32)
-    out[...] = arr[0, 0]
-    out[:H, :W] = arr
-    return out
