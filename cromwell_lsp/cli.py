@@ -128,7 +128,7 @@ def _cmd_train(args) -> int:
 
 _TRAIN_KNOBS = {"steps": int, "batch_size": int, "seq_len": int, "lr": float, "warmup": int,
                 "image_every": int, "eval_every": int, "ckpt_every": int, "seed": int,
-                "max_minutes": float}
+                "max_minutes": float, "jepa_ramp": float}
 
 
 def _cmd_serve(args) -> int:

@@ -361,13 +361,20 @@ _OUT_PROJ = (".wo.weight", ".w2.weight", ".project.weight")
 @torch.no_grad()
 def random_init(cfg: ModelConfig, seed: int = 0) -> CromwellTwin:
     """A twin with GPT-2-style weights: N(0, 0.02), output projections scaled by
-    1/sqrt(2 * layers), norms 1, biases 0; deterministic for a seed."""
+    1/sqrt(2 * layers), norms 1, biases 0, except the token embeddings, N(0, 1): with
+    embeddings of 0.02 the residual stream is soon ruled by the constant (unigram)
+    direction the blocks learn first, every RMSNorm downstream divides the token's own
+    signal away, and the VL-JEPA stack (language -> fusion -> joint -> AR) stayed at the
+    unigram loss for 2M tokens; unit embeddings keep each token distinct until attention
+    has learned to use them.  Deterministic for a seed."""
     model = CromwellTwin(cfg)
     gen = torch.Generator().manual_seed(seed)
     depth = max(1, cfg.n_layers + cfg.fusion_layers + cfg.ar_layers)
     for name, p in model.named_parameters():
         if name.endswith("norm.weight"):
             p.fill_(1.0)
+        elif name == "lang.tok_embeddings.weight":
+            p.copy_(torch.randn(p.shape, generator=gen))
         elif name.endswith(".bias"):
             p.zero_()
         else:

@@ -45,8 +45,8 @@ class TrainConfig:
     corpus: str = "runs/corpus"
     tokenizer: str = "runs/tokenizer.json"
     out: str = "runs/tiny"
-    seq_len: int = 256
-    batch_size: int = 16
+    seq_len: int = 512            # the server's prompts are up to 512 tokens (tiny)
+    batch_size: int = 8
     steps: int = 3000
     lr: float = 2e-3
     min_lr: float = 2e-4
@@ -55,6 +55,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     lm_weight: float = 0.7
     jepa_weight: float = 0.3
+    jepa_ramp: float = 0.3        # the JEPA weight rises from 0 over this fraction of the steps
     image_every: int = 5          # 0: text only
     image_batch: int = 8
     image_side: int = 96
@@ -181,8 +182,19 @@ class Trainer:
     def _text_loss(self, ids, mask):
         out = self.fwd(ids[:, :-1])
         lm, _, _ = masked_ce(out.logits, ids, mask)
+        if out.preds is None:  # a Llama-shaped model: the LM loss alone
+            return lm, {"lm": lm.item()}
         jl = jepa_loss(out.preds.float(), out.z.float(), self.cfg.step_weights)
-        return self.c.lm_weight * lm + self.c.jepa_weight * jl, {"lm": lm.item(), "jepa": jl.item()}
+        return self.c.lm_weight * lm + self.jepa_weight_at(self.step) * jl, {"lm": lm.item(),
+                                                                             "jepa": jl.item()}
+
+    def jepa_weight_at(self, step: int) -> float:
+        """The JEPA weight, raised linearly from 0 over the first jepa_ramp of the run: from
+        the start, the MSE towards z[t + k] pulls the joint states towards a constant (the
+        easiest future to predict) before the LM has made them carry the token, and the
+        model stays at the unigram loss; once the LM has shaped z, the JEPA term refines it."""
+        ramp = self.c.jepa_ramp * self.c.steps
+        return self.c.jepa_weight * (min(1.0, step / ramp) if ramp > 0 else 1.0)
 
     def _image_loss(self, batch):
         images, ids, mask, codes, code_mask, span = (
@@ -286,15 +298,22 @@ class Trainer:
         session_start = time.time()
         last = time.time()
         tokens_at_last = self.tokens_seen
+        sums: dict[str, list[float]] = {}
         while self.step < c.steps:
             metrics = self.train_step()
             self.elapsed = time.time() - start
+            for k, v in metrics.items():  # text and image steps alternate: log each mean
+                sums.setdefault(k, []).append(v)
             if self.rank == 0 and (self.step % 10 == 0 or self.step == c.steps):
+                metrics = {k: sum(v) / len(v) for k, v in sums.items()}
+                metrics["lr"] = lr_at(self.step - 1, c)
+                sums = {}
                 now = time.time()
                 tok_s = (self.tokens_seen - tokens_at_last) / max(now - last, 1e-9)
                 last, tokens_at_last = now, self.tokens_seen
                 eta = (c.steps - self.step) * self.elapsed / max(self.step, 1) / 60
                 self.log(f"step {self.step}/{c.steps} loss {metrics['loss']:.4f} "
+                         f"lm {metrics.get('lm', float('nan')):.3f} "
                          f"lr {metrics['lr']:.2e} {tok_s:,.0f} tok/s  eta {eta:.1f} min")
                 self._write_log({"step": self.step, "tokens": self.tokens_seen,
                                  "elapsed_s": round(self.elapsed, 1), "tok_s": round(tok_s), **metrics})
