@@ -120,6 +120,8 @@ def generate_text(model, session, prompt_ids, config: GenerationConfig, cancel=N
                                 banned_ids=banned, cancel=cancel, stats=stats):
             pieces.append(stream.push(tid))
             if stream.stopped:
+                if stats is not None:
+                    stats.stop_reason = "stop_string"
                 break
         if not stream.stopped:
             pieces.append(stream.flush())
