@@ -78,6 +78,17 @@ def _cmd_bench(args) -> int:
             for key, value in result.items():
                 print(f"{key:20s} {value}")
         return 0
+    if args.what == "keystrokes":
+        from .eval.bench_keystrokes import run
+
+        result = run(args.model, args.file, args.chars, args.threads, args.max_tokens,
+                     log=lambda m: print(m, file=sys.stderr))
+        if args.json:
+            print(json.dumps(result))
+        else:
+            for key, value in result.items():
+                print(f"{key:34s} {value}")
+        return 0
     raise SystemExit(f"unknown benchmark {args.what!r}")
 
 
@@ -233,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_info)
 
     p = sub.add_parser("bench", help="benchmarks that print numbers")
-    p.add_argument("what", choices=["kernels", "decode"], help="what to measure")
+    p.add_argument("what", choices=["kernels", "decode", "keystrokes"], help="what to measure")
     p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
     p.add_argument("--threads", type=int, default=None, help="kernel threads (default: cores)")
     p.add_argument("--only", default=None, help="only kernels whose name contains this text")
@@ -244,6 +255,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quant", default="f32", choices=["f32", "int8"], help="decode: weights")
     p.add_argument("--image", action="store_true", help="decode: also with a 256x256 image")
     p.add_argument("--weights", default=None, help="decode: a trained weights file")
+    p.add_argument("--model", default=None, metavar="PATH",
+                   help="keystrokes: the server's model (default: the packaged one)")
+    p.add_argument("--file", default=None,
+                   help="keystrokes: the Python file to type (default: one of Cromwell's own)")
+    p.add_argument("--chars", type=int, default=200, help="keystrokes: characters to type")
+    p.add_argument("--max-tokens", type=int, default=None,
+                   help="keystrokes: tokens per completion (default: the server's)")
     p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("quantize", help="an fp32 weights file -> its int8 variant")
