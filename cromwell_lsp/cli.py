@@ -11,6 +11,7 @@ import platform
 import sys
 
 from . import __version__
+from .features.cli_features import NothingFound
 
 
 def _cpu_model() -> str:
@@ -77,6 +78,17 @@ def _cmd_bench(args) -> int:
             for key, value in result.items():
                 print(f"{key:20s} {value}")
         return 0
+    if args.what == "keystrokes":
+        from .eval.bench_keystrokes import run
+
+        result = run(args.model, args.file, args.chars, args.threads, args.max_tokens,
+                     log=lambda m: print(m, file=sys.stderr))
+        if args.json:
+            print(json.dumps(result))
+        else:
+            for key, value in result.items():
+                print(f"{key:34s} {value}")
+        return 0
     raise SystemExit(f"unknown benchmark {args.what!r}")
 
 
@@ -131,6 +143,60 @@ _TRAIN_KNOBS = {"steps": int, "batch_size": int, "seq_len": int, "lr": float, "w
                 "max_minutes": float, "jepa_ramp": float}
 
 
+def _settings(args):
+    from .settings import Settings
+
+    raw = {"maxTokens": args.max_tokens} if getattr(args, "max_tokens", None) else {}
+    settings, errors = Settings.parse(raw)
+    if errors:
+        raise ValueError("; ".join(errors))
+    return settings
+
+
+def _cmd_complete(args) -> int:
+    from .features import cli_features as cf
+
+    path, (line, col) = cf.parse_spec(args.position, 2)
+    src = cf.read_source(path)
+    cf.offset_of(src, line, col)  # a bad position fails before the model loads
+    model = cf.load_model(args.model, args.threads)
+    result = cf.complete(model, src, line, col, _settings(args))
+    print(json.dumps(result) if args.json else result["completion"])
+    return 0
+
+
+def _cmd_edit(args) -> int:
+    from .features import cli_features as cf
+
+    src = cf.read_source(args.file)
+    if args.apply:
+        cf.check_writable_here(src.path)  # before the model runs, not after
+    model = cf.load_model(args.model, args.threads)
+    action, new = cf.edit(model, src, args.action, args.line, _settings(args))
+    print(f"{action.title} (line {action.line + 1})", file=sys.stderr)
+    sys.stdout.write(cf.unified_diff(src.text, new, args.file))
+    if args.apply:
+        cf.write_atomic(src, new)
+        print(f"wrote {args.file}", file=sys.stderr)
+    return 0
+
+
+def _cmd_explain(args) -> int:
+    from .features import cli_features as cf
+
+    if cf.is_image(args.target):
+        cf.check_image(args.target)
+        model = cf.load_model(args.model, args.threads)
+        print(cf.explain_image(model, args.target, _settings(args)))
+        return 0
+    path, (line,) = cf.parse_spec(args.target, 1)
+    src = cf.read_source(path)
+    cf.explain_column(src, line)
+    model = cf.load_model(args.model, args.threads)
+    print(cf.explain_line(model, src, line, _settings(args)))
+    return 0
+
+
 def _cmd_serve(args) -> int:
     from .server import serve
 
@@ -148,12 +214,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tcp", default=None, metavar="HOST:PORT", help="listen on TCP instead")
     p.set_defaults(func=_cmd_serve)
 
+    p = sub.add_parser("complete", help="the completion at FILE:LINE:COL (1-based, like "
+                       "compiler messages; COL counts characters)")
+    p.add_argument("position", metavar="FILE:LINE:COL", help="where to complete, e.g. app.py:12:5")
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+    _model_options(p)
+    p.set_defaults(func=_cmd_complete)
+
+    p = sub.add_parser("edit", help="a code action on a file, printed as a unified diff")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--action", required=True, choices=["body", "docstring", "fix", "screenshot"],
+                   help="complete a function body, add a docstring, fix a syntax error, or "
+                        "the code from a screenshot a comment refers to")
+    p.add_argument("--line", type=int, default=None,
+                   help="1-based: the action at or nearest to this line (default: the first)")
+    p.add_argument("--apply", action="store_true",
+                   help="also write the file (atomically; only inside the current directory)")
+    _model_options(p)
+    p.set_defaults(func=_cmd_edit)
+
+    p = sub.add_parser("explain", help="explain the definition on FILE:LINE, or a screenshot")
+    p.add_argument("target", metavar="FILE:LINE|IMAGE",
+                   help="a 1-based line of a Python file, or a .png/.jpg/.jpeg/.webp image")
+    _model_options(p)
+    p.set_defaults(func=_cmd_explain)
+
     p = sub.add_parser("info", help="version, kernel ISA and threads")
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.set_defaults(func=_cmd_info)
 
     p = sub.add_parser("bench", help="benchmarks that print numbers")
-    p.add_argument("what", choices=["kernels", "decode"], help="what to measure")
+    p.add_argument("what", choices=["kernels", "decode", "keystrokes"], help="what to measure")
     p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
     p.add_argument("--threads", type=int, default=None, help="kernel threads (default: cores)")
     p.add_argument("--only", default=None, help="only kernels whose name contains this text")
@@ -164,6 +255,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quant", default="f32", choices=["f32", "int8"], help="decode: weights")
     p.add_argument("--image", action="store_true", help="decode: also with a 256x256 image")
     p.add_argument("--weights", default=None, help="decode: a trained weights file")
+    p.add_argument("--model", default=None, metavar="PATH",
+                   help="keystrokes: the server's model (default: the packaged one)")
+    p.add_argument("--file", default=None,
+                   help="keystrokes: the Python file to type (default: one of Cromwell's own)")
+    p.add_argument("--chars", type=int, default=200, help="keystrokes: characters to type")
+    p.add_argument("--max-tokens", type=int, default=None,
+                   help="keystrokes: tokens per completion (default: the server's)")
     p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("quantize", help="an fp32 weights file -> its int8 variant")
@@ -192,6 +290,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None, metavar="PATH",
+                   help="a .safetensors model with its tokenizer.json beside it "
+                        "(default: the packaged model)")
+    p.add_argument("--max-tokens", type=int, default=None, help="tokens to generate at most")
+    p.add_argument("--threads", type=int, default=None, help="kernel threads (default: cores)")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "what", None) in ("corpus", "tokenizer", "run", "export") and args.out is None:
@@ -202,6 +308,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"cromwell: error: {exc}", file=sys.stderr)
         return 2
+    except NothingFound as exc:
+        print(f"cromwell: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -7,6 +7,12 @@ keeps answering while a completion computes.  Each model call gets a threading.E
 a newer request for the same document sets the older one's, and $/cancelRequest (pygls
 cancels the handler's task) sets it too; generation checks it between tokens.
 
+Idle pre-fill: each didChange (re)starts a timer of settings.idle_ms for its document;
+when it fires with nothing computing for that document, the worker fills the document's
+cache with the prompt of a completion at the end of the last edit (Completer.prefill,
+keyed by the uri like a completion, so the next request supersedes it).  A completion
+request stops the timer: it fills the cache itself.
+
 Without a model (no modelPath, or it failed to load) the server says so once with
 window/showMessage and answers model requests with empty results; it never exits.
 """
@@ -25,6 +31,7 @@ from .features import actions, hover
 from .features.analysis import syntax_errors
 from .features.completion import Completer
 from .features.screenshot import SnippetIndex
+from .features.idle import edit_end
 from .features.session import Session, Sessions
 from .positions import Lines
 from .settings import Settings
@@ -47,6 +54,9 @@ class CromwellServer(LanguageServer):
         self.inflight: dict[str, threading.Event] = {}
         self.pending_messages: list[tuple[T.MessageType, str]] = []
         self.snippet_index = SnippetIndex()
+        self.texts: dict[str, str] = {}  # each open document's text as of its last change
+        self.idle_timers: dict[str, asyncio.TimerHandle] = {}
+        self.idle_tasks: set[asyncio.Task] = set()  # referenced until done
 
     # ---- settings and model -------------------------------------------------------
     def apply_settings(self, raw) -> None:
@@ -134,6 +144,47 @@ class CromwellServer(LanguageServer):
             if key is not None and self.inflight.get(key) is cancel:
                 del self.inflight[key]
 
+    def edited(self, params: T.DidChangeTextDocumentParams) -> None:
+        """Note where the last edit ended and (re)start the document's idle timer."""
+        uri = params.text_document.uri
+        text, lines, enc = self.document(uri)
+        old, self.texts[uri] = self.texts.get(uri, ""), text
+        self.stop_idle(uri)
+        s = self.settings
+        if (self.completer is None or not s.idle_ms or not s.kv_cache
+                or not (s.features.inline_completion or s.features.completion)):
+            return
+        last = params.content_changes[-1] if params.content_changes else None
+        if isinstance(last, T.TextDocumentContentChangePartial):
+            start = last.range.start
+            at = lines.offset(max(0, start.line), max(0, start.character), enc) + len(last.text)
+        else:
+            at = edit_end(old, text)
+        loop = asyncio.get_running_loop()
+
+        def fire():
+            task = loop.create_task(self.idle_prefill(uri, at))
+            self.idle_tasks.add(task)
+            task.add_done_callback(self.idle_tasks.discard)
+        self.idle_timers[uri] = loop.call_later(s.idle_ms / 1000, fire)
+
+    def stop_idle(self, uri: str) -> None:
+        timer = self.idle_timers.pop(uri, None)
+        if timer is not None:
+            timer.cancel()
+
+    async def idle_prefill(self, uri: str, at: int) -> None:
+        self.idle_timers.pop(uri, None)
+        text = self.texts.get(uri)
+        if self.completer is None or text is None or uri in self.inflight:
+            return
+        try:
+            await self.compute(uri, self.completer.prefill, uri, text, min(at, len(text)),
+                               self.settings)
+        except Exception as exc:  # a pre-fill is an optimisation: never fail loudly
+            self.window_log_message(T.LogMessageParams(
+                type=T.MessageType.Warning, message=f"Cromwell: idle pre-fill of {uri} failed: {exc}"))
+
     def publish_syntax(self, uri: str, version) -> None:
         if not self.settings.features.diagnostics or not uri.endswith((".py", ".pyi")):
             return
@@ -176,16 +227,20 @@ def did_change_configuration(ls: CromwellServer, params: T.DidChangeConfiguratio
 
 @server.feature(T.TEXT_DOCUMENT_DID_OPEN)
 def did_open(ls: CromwellServer, params: T.DidOpenTextDocumentParams):
+    ls.texts[params.text_document.uri] = params.text_document.text
     ls.publish_syntax(params.text_document.uri, params.text_document.version)
 
 
 @server.feature(T.TEXT_DOCUMENT_DID_CHANGE)
 def did_change(ls: CromwellServer, params: T.DidChangeTextDocumentParams):
     ls.publish_syntax(params.text_document.uri, params.text_document.version)
+    ls.edited(params)
 
 
 @server.feature(T.TEXT_DOCUMENT_DID_CLOSE)
 def did_close(ls: CromwellServer, params: T.DidCloseTextDocumentParams):
+    ls.stop_idle(params.text_document.uri)
+    ls.texts.pop(params.text_document.uri, None)
     if ls.completer is not None:
         ls.completer.forget(params.text_document.uri)
 
@@ -194,6 +249,7 @@ async def _complete(ls: CromwellServer, uri: str, pos: T.Position, enabled: bool
     """The completion text at a position ("" without a model, when off, or cancelled)."""
     if ls.completer is None or not enabled:
         return ""
+    ls.stop_idle(uri)
     text, _, _, offset = ls.offset(uri, pos)
     result = await ls.compute(uri, ls.completer.complete, uri, text, offset, ls.settings)
     return result.text if result is not None else ""

@@ -31,9 +31,10 @@ class Settings:
     max_tokens: int = 64               # per completion
     temperature: float = 0.0           # 0: greedy
     debounce_ms: int = 30              # wait after a keystroke before computing
-    idle_ms: int = 800                 # pre-fill idle documents after this pause
+    idle_ms: int = 800                 # pre-fill an edited document after this pause (0: off)
     cache_budget_mb: int = 512         # KV caches of all documents together
     context_window: int = 2048         # tokens of prompt given to the model
+    kv_cache: bool = True              # off: every request prefills its whole prompt (benchmarks)
     features: Features = field(default_factory=Features)
 
     _LIMITS = {

@@ -13,6 +13,11 @@ the window stays put (and the cache valid) until a whole chunk has to go.
 
 Type-ahead (Copilot's behaviour): when the new prefix is the old prefix plus the start of
 the last suggestion (same suffix), the rest of that suggestion is the answer, no compute.
+
+Idle pre-fill (`Completer.prefill`): when the user stops typing, the server fills the
+document's cache with the prompt a completion at the last edit would use, in chunks that
+a newer request can interrupt, so the next request there prefills a token or two.
+With settings.kv_cache off, every request starts from an empty cache (for benchmarks).
 """
 from __future__ import annotations
 
@@ -23,8 +28,10 @@ from ..model.generation import GenerationConfig, GenerationStats, generate_ids
 from ..model.sampling import SamplingParams, TextStream
 from ..positions import line_ending
 from .postprocess import finish, mode
+from .session import common_prefix
 
 ANSWER_MARGIN = 8  # tokens kept free past max_tokens within max_seq_len
+PREFILL_CHUNK = 64  # tokens per forward call of an idle pre-fill (a cancel point each)
 
 
 @dataclass(frozen=True)
@@ -113,6 +120,8 @@ def generate_text(model, session, prompt_ids, config: GenerationConfig, cancel=N
                                 banned_ids=banned, cancel=cancel, stats=stats):
             pieces.append(stream.push(tid))
             if stream.stopped:
+                if stats is not None:
+                    stats.stop_reason = "stop_string"
                 break
         if not stream.stopped:
             pieces.append(stream.flush())
@@ -134,21 +143,49 @@ class Completer:
         ahead = self._type_ahead(uri, prefix, suffix)
         if ahead is not None:
             return Completion(ahead, 0, True)
-        tok = self.model.tokenizer
-        budget = prompt_budget(settings, self.model.config.max_seq_len)
-        ids = build_prompt(prefix.replace("\r\n", "\n"), suffix.replace("\r\n", "\n"), tok, budget)
+        ids = self._prompt(prefix, suffix, settings)
         line_mode = mode(prefix, suffix) == "line"
         config = GenerationConfig(
             max_tokens=settings.max_tokens, stop=("\n",) if line_mode else (),
             sampling=SamplingParams(temperature=settings.temperature))
         stats = GenerationStats()
         session = self.sessions.get(uri)
+        if not settings.kv_cache:
+            session.reset()
         raw = generate_text(self.model, session, ids, config, cancel, stats)
         if stats.stop_reason == "cancelled":
             return Completion("", session.last_prefill_tokens, False, "cancelled")
         out = finish(raw, prefix, suffix, line_ending(text))
         self._last[uri] = _Suggestion(prefix, suffix, out)
         return Completion(out, session.last_prefill_tokens, False, stats.stop_reason)
+
+    def prefill(self, uri: str, text: str, offset: int, settings, cancel=None) -> int:
+        """Fill the document's cache with the prompt of a completion at `offset`; returns
+        the tokens prefilled (0 when the cache already holds it or the cache is off).  A
+        cancel between chunks keeps what was prefilled so far."""
+        if not settings.kv_cache:
+            return 0
+        ids = self._prompt(text[:offset], text[offset:], settings)
+        session = self.sessions.get(uri)
+        if common_prefix(session.ids, ids) >= len(ids) - 1:
+            return 0
+        new = session.prepare(ids, idle=True)
+        done = 0
+        try:
+            for i in range(0, len(new), PREFILL_CHUNK):
+                if cancel is not None and cancel.is_set():
+                    break
+                self.model.forward(new[i:i + PREFILL_CHUNK], session.cache, last_only=True)
+                done += len(new[i:i + PREFILL_CHUNK])
+        finally:
+            session.commit(ids)  # holds the part of the prompt really prefilled
+            session.idle_prefilled_tokens += done
+        return done
+
+    def _prompt(self, prefix: str, suffix: str, settings) -> list[int]:
+        budget = prompt_budget(settings, self.model.config.max_seq_len)
+        return build_prompt(prefix.replace("\r\n", "\n"), suffix.replace("\r\n", "\n"),
+                            self.model.tokenizer, budget)
 
     def _type_ahead(self, uri: str, prefix: str, suffix: str) -> str | None:
         last = self._last.get(uri)

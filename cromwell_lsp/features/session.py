@@ -9,6 +9,10 @@ Invariant: a session's cache holds exactly the states of `session.ids` (no more,
                        prefill; `last_prefill_tokens` records how many.
   commit(prompt_ids)   after generation: cut the generated tokens off again, so the cache
                        holds exactly the prompt.
+  prepare(ids, idle=True)  the same for an idle pre-fill (completion.Completer.prefill):
+                       the cache filled ahead of the next request, not counted as one.
+Counters (cromwell/stats): `last_prefill_tokens` of the last request, `prefilled_tokens`
+over all requests, `idle_prefilled_tokens` over all idle pre-fills.
 Sessions live in an LRU (`Sessions`) with a byte budget over all documents' caches; the
 least recently used documents are evicted first (the active one never is).
 """
@@ -33,17 +37,22 @@ class Session:
         self.cache = cache
         self.ids: list[int] = []
         self.last_prefill_tokens = 0
+        self.prefilled_tokens = 0       # over all requests
+        self.idle_prefilled_tokens = 0  # over all idle pre-fills
 
-    def prepare(self, prompt_ids: list[int]) -> list[int]:
+    def prepare(self, prompt_ids: list[int], idle: bool = False) -> list[int]:
         """Truncate the cache to what the new prompt shares with it; return the new tokens
-        to prefill (never empty for a non-empty prompt)."""
+        to prefill (never empty for a non-empty prompt).  idle: an idle pre-fill, which
+        counts what it really prefilled itself (idle_prefilled_tokens)."""
         if not prompt_ids:
             raise ValueError("the prompt is empty; nothing to prefill")
         keep = min(common_prefix(self.ids, prompt_ids), len(prompt_ids) - 1)
         kept = self.cache.truncate(keep)  # may cut further (an attached image)
         self.ids = list(prompt_ids[:kept])
         new = list(prompt_ids[kept:])
-        self.last_prefill_tokens = len(new)
+        if not idle:
+            self.last_prefill_tokens = len(new)
+            self.prefilled_tokens += len(new)
         return new
 
     def commit(self, prompt_ids: list[int]) -> None:
@@ -67,10 +76,14 @@ class SessionStats:
     cached_tokens: int
     cache_bytes: int
     last_prefill_tokens: int
+    prefilled_tokens: int = 0
+    idle_prefilled_tokens: int = 0
 
     def to_json(self) -> dict:
         return {"uri": self.uri, "cached_tokens": self.cached_tokens,
-                "cache_bytes": self.cache_bytes, "last_prefill_tokens": self.last_prefill_tokens}
+                "cache_bytes": self.cache_bytes, "last_prefill_tokens": self.last_prefill_tokens,
+                "prefilled_tokens": self.prefilled_tokens,
+                "idle_prefilled_tokens": self.idle_prefilled_tokens}
 
 
 class Sessions:
@@ -116,5 +129,6 @@ class Sessions:
         return sum(s.nbytes for s in self._by_uri.values())
 
     def stats(self) -> list[SessionStats]:
-        return [SessionStats(uri, len(s.ids), s.nbytes, s.last_prefill_tokens)
+        return [SessionStats(uri, len(s.ids), s.nbytes, s.last_prefill_tokens,
+                             s.prefilled_tokens, s.idle_prefilled_tokens)
                 for uri, s in self._by_uri.items()]
