@@ -131,11 +131,66 @@ def _cmd_train(args) -> int:
     if args.what == "export":
         from .training.export import export
 
+        quants = ("int8",) if args.int8_only else ("f32", "int8")
         report = export(Path(args.out) / "ckpt.pt" if not args.ckpt else args.ckpt,
-                        args.to, args.tokenizer, log=log)
+                        args.to, args.tokenizer, log=log, quants=quants)
         print(json.dumps(report))
         return 0
+    if args.what == "eval":
+        from .training import evaluate
+
+        weights = Path(args.weights) if args.weights else Path(args.out) / "export" / "model-int8.safetensors"
+        report = evaluate.run(Path(args.out), weights, Path(args.corpus), Path(args.tokenizer), log=log)
+        (Path(args.out) / "eval.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+        print(json.dumps(report, indent=None if args.json else 2))
+        return 0
+    if args.what == "all":
+        return _train_all(args, log)
     raise SystemExit(f"unknown training step {args.what!r}")
+
+
+def _train_all(args, log) -> int:
+    """corpus -> tokenizer -> run -> export -> eval in one command, each step skipped when
+    its output is already there (the run resumes from its checkpoint); --ship also writes
+    the int8 model and its tokenizer into the package (cromwell_lsp/weights)."""
+    import time
+    from pathlib import Path
+
+    from .training import corpus, evaluate, tokenizer
+    from .training.export import export
+    from .training.train import TrainConfig, main as train_main
+
+    out, corpus_dir, tok_path = Path(args.out), Path(args.corpus), Path(args.tokenizer)
+    times: dict[str, float] = {}
+
+    def timed(name, fn):
+        t0 = time.time()
+        result = fn()
+        times[name] = round(time.time() - t0, 1)
+        log(f"[all] {name}: {times[name]} s")
+        return result
+
+    if not (corpus_dir / "manifest.json").exists():
+        timed("corpus", lambda: corpus.build(corpus_dir, cache=Path(args.cache) if args.cache else None,
+                                             packages=[] if args.stdlib_only else corpus.PACKAGES, log=log))
+    if not tok_path.exists():
+        timed("tokenizer", lambda: tokenizer.train(corpus_dir, tok_path, args.vocab, log=log))
+    c = TrainConfig(model=args.config, corpus=str(corpus_dir), tokenizer=str(tok_path), out=str(out),
+                    compile=bool(args.compile), **{k: v for k, v in vars(args).items()
+                                                   if k in _TRAIN_KNOBS and v is not None})
+    timed("train", lambda: train_main(c))
+    report = timed("export", lambda: export(out / "ckpt.pt", out / "export", tok_path, log=log))
+    if args.ship:
+        timed("ship", lambda: export(out / "ckpt.pt", Path(args.to), tok_path, log=log,
+                                     quants=("int8",)))
+    ev = timed("eval", lambda: evaluate.run(out, out / "export" / "model-int8.safetensors",
+                                           corpus_dir, tok_path, log=log))
+    (out / "eval.json").write_text(json.dumps(ev, indent=2), encoding="utf-8")
+    summary = {"times_s": times, "total_min": round(sum(times.values()) / 60, 1), "export": report,
+               "completions_parse": ev["completions_parse"], "retrieval": ev["retrieval"],
+               "trained": ev["trained"], "unigram": ev["unigram"]}
+    print(json.dumps(summary, indent=None if args.json else 2))
+    return 0
 
 
 _TRAIN_KNOBS = {"steps": int, "batch_size": int, "seq_len": int, "lr": float, "warmup": int,
@@ -270,7 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_quantize)
 
     p = sub.add_parser("train", help="build the corpus, the tokenizer, train and export")
-    p.add_argument("what", choices=["corpus", "tokenizer", "run", "export"], help="which step")
+    p.add_argument("what", choices=["corpus", "tokenizer", "run", "export", "eval", "all"],
+                   help="which step (all: every step in order, skipping finished ones)")
     p.add_argument("--out", default=None,
                    help="corpus: a folder; tokenizer: a .json; run/export: the run folder")
     p.add_argument("--corpus", default="runs/corpus", help="corpus folder")
@@ -279,6 +335,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run: model config")
     p.add_argument("--ckpt", default=None, help="export: checkpoint (default OUT/ckpt.pt)")
     p.add_argument("--to", default="cromwell_lsp/weights", help="export: destination folder")
+    p.add_argument("--int8-only", action="store_true", help="export: only the int8 model")
+    p.add_argument("--ship", action="store_true",
+                   help="all: also put the int8 model in the package (--to)")
+    p.add_argument("--weights", default=None, help="eval: the engine's weights (default "
+                   "OUT/export/model-int8.safetensors)")
     p.add_argument("--compile", action="store_true", default=None, help="run: torch.compile")
     for knob, kind in _TRAIN_KNOBS.items():
         p.add_argument(f"--{knob.replace('_', '-')}", type=kind, default=None, help=f"run: {knob}")
@@ -300,7 +361,8 @@ def _model_options(p: argparse.ArgumentParser) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if getattr(args, "what", None) in ("corpus", "tokenizer", "run", "export") and args.out is None:
+    if getattr(args, "what", None) in ("corpus", "tokenizer", "run", "export", "eval", "all") \
+            and args.out is None:
         args.out = {"corpus": "runs/corpus", "tokenizer": "runs/tokenizer.json"}.get(
             args.what, f"runs/{getattr(args, 'config', 'tiny')}")
     try:

@@ -297,6 +297,12 @@ def test_joint_space_embeddings(model, twin):
     assert rel_err(v, rv) < FP32_TOL and rel_err(t, rt) < FP32_TOL
 
 
+def test_embed_text_longer_than_the_context_uses_its_start(model):
+    long = _toks(TINY.max_seq_len + 40, seed=21)
+    got = model.embed_text(long)
+    assert np.array_equal(got, model.embed_text(long[:TINY.max_seq_len]))
+
+
 def test_engine_rejects_bad_input(model):
     cache = model.new_cache()
     with pytest.raises(ValueError, match="token ids"):

@@ -64,3 +64,26 @@ def test_loss_falls_and_export_matches_the_twin(small_tokenizer, tmp_path):
     quantize_file(tmp_path / "w" / "model.safetensors", tmp_path / "w" / "again.safetensors")
     assert CromwellVLJEPA.load(tmp_path / "w" / "again.safetensors").screenshot_side == 32
     assert unigram_bpb(tok.path.parent / "corpus", tok, trainer.val["stdlib"]) > 0
+    assert model.engine.cfg.max_seq_len == 64  # the trained row length, not the preset's
+
+    from cromwell_lsp.training import evaluate
+    ev = evaluate.run(tmp_path / "run", tmp_path / "w" / "model-int8.safetensors",
+                      tok.path.parent / "corpus", tok.path, eval_rows=2, bpb_bytes=6000,
+                      n_snippets=8, log=_quiet)
+    assert ev["step"] == 60 and ev["params"] == trainer.cfg.n_params()
+    for key in ("val_lm", "val_bpb_stdlib"):
+        assert ev["trained"][key] < ev["untrained"][key], key
+        assert ev["unigram"][key] > 0
+    assert len(ev["completions"]) == len(evaluate.STARTS)
+    assert all(c["completion"] is not None and isinstance(c["parses"], bool)
+               for c in ev["completions"])
+    r = ev["retrieval"]
+    assert r["candidates"] == 8 and 0.0 <= r["top1"] <= r["top5"] <= 1.0
+
+
+def test_block_cut_and_parse_check():
+    from cromwell_lsp.training.evaluate import cut_at_block_end, parses
+    text = "def f(n):\n    return n\n\n\nprint(f(2))\nmore = (\n"
+    assert cut_at_block_end(text) == "def f(n):\n    return n\n"
+    assert parses(cut_at_block_end(text))
+    assert not parses(cut_at_block_end("for i in range(3):\nx = 1\n"))

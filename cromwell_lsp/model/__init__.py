@@ -33,6 +33,8 @@ from .kvcache import KVCache
 from .vision import VisionState
 from .weights import WeightsError, WeightsFile, load as load_weights
 
+DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "model-int8.safetensors"
+
 __all__ = ["CromwellVLJEPA", "ModelConfig", "PRESETS", "preset", "KVCache", "VisionState",
            "WeightsError", "GenerationConfig", "GenerationStats", "SamplingParams"]
 
@@ -48,14 +50,16 @@ class CromwellVLJEPA:
         self._vision_cache: OrderedDict[str, VisionState] = OrderedDict()
 
     @classmethod
-    def load(cls, path: str | Path, tokenizer: str | Path | None = None) -> "CromwellVLJEPA":
+    def load(cls, path: str | Path | None = None, tokenizer: str | Path | None = None) -> "CromwellVLJEPA":
         """Map a weights file (zero copy) and read tokenizer.json beside it when present.
 
-        The packaged default model (path=None) comes with the shipped weights; until then a
-        path is required."""
+        path=None: the packaged default model (cromwell_lsp/weights/, int8)."""
         if path is None:
-            raise WeightsError("no default model is packaged yet. HINT: pass the path of a "
-                               ".safetensors file (train one with `cromwell train`)")
+            path = DEFAULT_WEIGHTS
+            if not path.exists():
+                raise WeightsError(f"the packaged default model {path} is missing from this "
+                                   "installation. HINT: reinstall cromwell-lsp, or pass the path "
+                                   "of a .safetensors file (train one with `cromwell train`)")
         weights = load_weights(path)
         tok_path = Path(tokenizer) if tokenizer else Path(path).with_name("tokenizer.json")
         tok = None
@@ -115,12 +119,14 @@ class CromwellVLJEPA:
         return pooled(self.engine.image_states(state))
 
     def embed_text(self, text) -> np.ndarray:
-        """Mean-pooled, L2-normalised joint-space vector [J] of a text (or its token ids)."""
+        """Mean-pooled, L2-normalised joint-space vector [J] of a text (or its token ids);
+        a text longer than the model's context is embedded by its first max_seq_len tokens
+        (as training aligned screenshots with the start of their code)."""
         if isinstance(text, str):
             if self.tokenizer is None:
                 raise ValueError("this model has no tokenizer; pass token ids or load one")
             text = self.tokenizer.encode(text)
-        return pooled(self.engine.text_states(text))
+        return pooled(self.engine.text_states(list(text)[: self.engine.cfg.max_seq_len]))
 
 
     # ---- generation ------------------------------------------------------------------

@@ -28,10 +28,17 @@ def load_checkpoint(path) -> tuple[CromwellTwin, dict]:
     return model.eval(), s
 
 
-def export(ckpt, out, tokenizer, log=print) -> dict:
+def export(ckpt, out, tokenizer, log=print, quants=("f32", "int8")) -> dict:
+    """Write the variants in `quants` (f32 -> model.safetensors, int8 ->
+    model-int8.safetensors) and tokenizer.json to `out`.  The exported context length is
+    the rows the model was trained on: positions past them were never seen, so the server
+    keeps its prompts within them."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     twin, state = load_checkpoint(ckpt)
+    trained_len = state.get("train_config", {}).get("seq_len")
+    if trained_len:
+        twin.cfg = twin.cfg.replace(max_seq_len=int(trained_len))
     tok = Tokenizer(tokenizer)
     if state["tokenizer_sha256"] != tok.sha256:
         raise ValueError(f"{ckpt} was trained with another tokenizer than {tokenizer}")
@@ -44,6 +51,8 @@ def export(ckpt, out, tokenizer, log=print) -> dict:
               "params": twin.cfg.n_params()}
     for quant, name, bound in (("f32", "model.safetensors", 1e-4),
                                ("int8", "model-int8.safetensors", 0.1)):
+        if quant not in quants:
+            continue
         path = out / name
         side = state.get("train_config", {}).get("image_side") or twin.cfg.image_size
         export_safetensors(twin, path, quant, tok.sha256, {"screenshot_side": str(side)})

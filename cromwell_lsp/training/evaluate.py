@@ -1,0 +1,193 @@
+"""`cromwell train eval`: how good a trained model is, measured the ways the editor uses it.
+
+1. Validation loss per task (file LM, FIM in both orders, explain, repair) on held-out
+   files, and bits per byte on held-out standard-library files, for the trained twin, the
+   same model untrained (its initial weights) and a unigram model of the training tokens.
+2. Greedy completions of ordinary Python starts, through the engine and the server's SPM
+   prompt, cut at the end of their block: do they parse?
+3. Screenshot -> code retrieval in the joint space, through the engine: held-out functions
+   rendered as screenshots; for each image, is its own code the nearest of the candidates?
+"""
+from __future__ import annotations
+
+import ast
+import math
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+
+STARTS = (
+    "def fibonacci(n):\n    ",
+    "class Stack:\n    ",
+    "for i in range(",
+    "def is_prime(n):\n    ",
+    "import os\n\n\ndef read_lines(path):\n    ",
+    "with open(path) as f:\n    ",
+    'if __name__ == "__main__":\n    ',
+    "def add(a, b):\n    ",
+    "while True:\n    ",
+    "try:\n    ",
+)
+
+
+def cut_at_block_end(text: str) -> str:
+    """The start plus its completion up to the end of the first top-level block: the first
+    non-blank line at column 0 after an indented line ends it; trailing blanks dropped."""
+    lines = text.split("\n")
+    kept, indented = [lines[0]], False
+    for line in lines[1:]:
+        if line.strip() and not line[:1].isspace():
+            if indented:
+                break
+        elif line.strip():
+            indented = True
+        kept.append(line)
+    return "\n".join(kept).rstrip() + "\n"
+
+
+def parses(code: str) -> bool:
+    try:
+        ast.parse(code)
+        return True
+    except SyntaxError:
+        return False
+
+
+def completions(model, starts=STARTS, max_tokens: int = 96) -> list[dict]:
+    """Greedy completion of each start (SPM prompt, empty suffix), cut at its block's end;
+    the prompt budget is the server's for the model's context length."""
+    from ..features.completion import build_prompt, generate_text
+    from ..features.session import Session
+    from ..model.generation import GenerationConfig
+    from ..model.sampling import SamplingParams
+
+    from ..features.completion import prompt_budget
+    from ..settings import Settings
+
+    n_ctx = model.engine.cfg.max_seq_len
+    max_tokens = min(max_tokens, n_ctx // 2)
+    budget = prompt_budget(Settings(max_tokens=max_tokens), n_ctx)
+    out = []
+    for start in starts:
+        ids = build_prompt(start, "", model.tokenizer, budget)
+        config = GenerationConfig(max_tokens=max_tokens, sampling=SamplingParams(temperature=0.0))
+        t0 = time.perf_counter()
+        text = generate_text(model, Session(model.new_cache(len(ids) + max_tokens)), ids, config)
+        ms = (time.perf_counter() - t0) * 1000
+        code = cut_at_block_end(start + text)
+        out.append({"start": start, "completion": code[len(start):], "parses": parses(code),
+                    "ms": round(ms, 1)})
+    return out
+
+
+def heldout_snippets(corpus: Path, n: int, seed: int = 7) -> list[str]:
+    """n distinct functions of the validation files that fit a screenshot (<= 12 lines of
+    <= 60 columns, as in training), in a seeded order."""
+    from . import tasks
+    from .corpus import read_jsonl
+
+    pool = []
+    for rec in read_jsonl(corpus / "val.jsonl"):
+        for snip in tasks.function_snippets(rec["text"], max_lines=12):
+            lines = snip.splitlines()
+            if len(lines) >= 3 and max(len(x) for x in lines) <= 60:
+                pool.append(snip)
+    pool = sorted(set(pool))
+    random.Random(seed).shuffle(pool)
+    if len(pool) < n:
+        raise ValueError(f"only {len(pool)} held-out snippets fit a screenshot; need {n}")
+    return pool[:n]
+
+
+def retrieval(model, snippets: list[str], seed: int = 11) -> dict:
+    """Top-1 / top-5 accuracy of screenshot -> code among the snippets (cosine in the joint
+    space; each image rendered in a random style, as the training renders)."""
+    from .screenshots import render
+
+    rng = random.Random(seed)
+    texts = np.stack([model.embed_text(s) for s in snippets])
+    images = np.stack([model.embed_image(model.read_screenshot(
+        render(s, rng, font_size=rng.choice((9, 10, 11))))) for s in snippets])
+    sims = images @ texts.T
+    ranks = (sims > sims[np.arange(len(snippets)), np.arange(len(snippets))][:, None]).sum(1)
+    return {"candidates": len(snippets), "top1": float(np.mean(ranks == 0)),
+            "top5": float(np.mean(ranks < 5)), "chance_top1": 1.0 / len(snippets)}
+
+
+def unigram_task_losses(trainer, counts: np.ndarray) -> dict:
+    """Nats per target token of the unigram model on each validation task's rows."""
+    logp = np.log(counts / counts.sum())
+    out = {}
+    for task, rows in trainer.val["rows"].items():
+        nats = n = 0.0
+        for ids, mask in rows:
+            ids, mask = np.asarray(ids), np.asarray(mask, dtype=bool)
+            tgt = ids[1:][mask[1:]]
+            nats -= logp[tgt].sum()
+            n += len(tgt)
+        out[f"val_{task}"] = nats / n if n else None
+    return out
+
+
+def unigram_counts(corpus: Path, tok, limit_chars: int = 20_000_000) -> np.ndarray:
+    from .corpus import read_jsonl
+
+    counts = np.ones(tok.vocab_size, dtype=np.float64)
+    seen = 0
+    for rec in read_jsonl(corpus / "train.jsonl"):
+        counts += np.bincount(tok.encode(rec["text"]), minlength=tok.vocab_size)
+        seen += len(rec["text"])
+        if seen > limit_chars:
+            break
+    return counts
+
+
+def run(out: Path, weights: Path, corpus: Path, tokenizer: Path, eval_rows: int = 64,
+        bpb_bytes: int = 200_000, n_snippets: int = 100, log=print) -> dict:
+    """The whole report for the run in `out` (its checkpoint) and its exported `weights`."""
+    import torch
+
+    from ..model import CromwellVLJEPA
+    from .model import random_init
+    from .train import Trainer, TrainConfig
+
+    t0 = time.time()
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    state = torch.load(out / "ckpt.pt", map_location="cpu", weights_only=False)
+    saved = state["train_config"]
+    c = TrainConfig(**{**saved, "out": str(out), "corpus": str(corpus), "tokenizer": str(tokenizer),
+                       "eval_rows": eval_rows, "bpb_bytes": bpb_bytes})
+    trainer = Trainer(c, log=lambda m: None)
+    report: dict = {"step": trainer.step, "tokens_seen": trainer.tokens_seen,
+                    "train_hours": round(trainer.elapsed / 3600, 2),
+                    "params": trainer.cfg.n_params()}
+    log("validation: trained model")
+    report["trained"] = trainer.evaluate()
+    log("validation: untrained model")
+    trained = trainer.model
+    trainer.model = random_init(trainer.cfg, c.seed)
+    report["untrained"] = trainer.evaluate()
+    trainer.model = trained
+    log("validation: unigram model")
+    counts = unigram_counts(corpus, trainer.tok)
+    uni = unigram_task_losses(trainer, counts)
+    logp = np.log(counts / counts.sum())
+    nats = sum(-logp[trainer.tok.encode(t)].sum() for t in trainer.val["stdlib"])
+    nbytes = sum(len(t.encode("utf-8")) for t in trainer.val["stdlib"])
+    uni["val_bpb_stdlib"] = float(nats / nbytes / math.log(2))
+    report["unigram"] = uni
+    report["val_rows_per_task"] = {k: len(v) for k, v in trainer.val["rows"].items()}
+    report["bpb_bytes"] = nbytes
+
+    model = CromwellVLJEPA.load(weights)
+    log("completions")
+    comps = completions(model)
+    report["completions"] = comps
+    report["completions_parse"] = f"{sum(c['parses'] for c in comps)}/{len(comps)}"
+    log("screenshot retrieval")
+    report["retrieval"] = retrieval(model, heldout_snippets(corpus, n_snippets))
+    report["weights"] = str(weights)
+    report["eval_s"] = round(time.time() - t0, 1)
+    return report
