@@ -29,6 +29,9 @@ def test_bench_keystrokes_json(tiny_model_path):  # noqa: F811
     assert 0 < got["p50_ms"] <= got["p95_ms"] and 0 < got["p50_ms_nocache"] <= got["p95_ms_nocache"]
     assert got["prefill_tokens_per_request"] * 5 < got["prefill_tokens_per_request_nocache"]
     assert "cache on" in proc.stderr and "cache off" in proc.stderr
+    assert got["busy_rounds"] == 8 and 0 <= got["busy_rounds_overlapped"] <= 8
+    if got["busy_rounds_overlapped"]:
+        assert 0 < got["busy_request_p50_ms"] <= got["busy_request_max_ms"]
 
 
 def test_bench_keystrokes_without_a_model_file_says_so():

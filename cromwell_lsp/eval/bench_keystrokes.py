@@ -4,6 +4,9 @@ Python file with a stretch of it removed, then types that stretch back one chara
 time — an incremental didChange per keystroke, then textDocument/inlineCompletion at the
 cursor, waiting for the answer before the next key.
 
+Then, on the server with the cache, requests that need no model (the code-action list,
+cromwell/stats) are timed while block completions are computing (`busy_request_*`).
+
 Requests are sent where the cursor's line already has code before it (single-line
 completions, the common case while typing); line breaks and indentation are typed
 without one.  Latency is measured from the keystroke (didChange) to the answer.  The
@@ -79,7 +82,48 @@ def type_stretch(lsp: LspClient, text: str, start: int, end: int, log) -> tuple[
     return latencies, len(latencies)
 
 
-def run_once(text: str, start: int, end: int, options: dict, log) -> dict:
+BUSY_TEXT = "import os\n\n\ndef read_config(path):\n    "
+
+
+def busy_latency(lsp: LspClient, rounds: int = 8) -> dict:
+    """Latency of requests that need no model (the code-action list, cromwell/stats) sent
+    while a block completion is computing: the event loop must stay free.  Each round
+    opens a new document whose body is to be written, asks for its completion without
+    waiting, then times the two requests; only rounds where the completion was still
+    running when they were answered count."""
+    times: list[float] = []
+    overlapped = 0
+    for r in range(rounds):
+        uri = f"file:///cromwell-bench/busy{r}.py"
+        text = f"# config reader {r}\n" + BUSY_TEXT
+        lsp.notify("textDocument/didOpen", {"textDocument": {
+            "uri": uri, "languageId": "python", "version": 1, "text": text}})
+        rid = lsp.send_request("textDocument/inlineCompletion", {
+            "textDocument": {"uri": uri}, "position": _position(text, len(text)),
+            "context": {"triggerKind": 1}})
+        time.sleep(0.03)  # let the worker start on it
+        got = []
+        for method, params in (
+                ("textDocument/codeAction", {"textDocument": {"uri": uri}, "range": {
+                    "start": {"line": 3, "character": 0}, "end": {"line": 3, "character": 0}},
+                    "context": {"diagnostics": []}}),
+                ("cromwell/stats", None)):
+            t0 = time.perf_counter()
+            lsp.request(method, params)
+            got.append((time.perf_counter() - t0) * 1000)
+        if not lsp.answered(rid):
+            overlapped += 1
+            times += got
+        lsp.wait(rid)
+        lsp.notify("textDocument/didClose", {"textDocument": {"uri": uri}})
+    if not times:
+        return {"busy_rounds_overlapped": 0, "busy_rounds": rounds}
+    return {"busy_request_p50_ms": float(np.percentile(times, 50)),
+            "busy_request_max_ms": float(max(times)), "busy_rounds_overlapped": overlapped,
+            "busy_rounds": rounds}
+
+
+def run_once(text: str, start: int, end: int, options: dict, log, busy: bool = False) -> dict:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         p for p in (str(PACKAGE.parent), os.environ.get("PYTHONPATH")) if p)}
     with LspClient([sys.executable, "-m", "cromwell_lsp", "--stdio"], env=env) as lsp:
@@ -95,12 +139,13 @@ def run_once(text: str, start: int, end: int, options: dict, log) -> dict:
         docs = lsp.request("cromwell/stats", None)["documents"]
         prefilled = next((d["prefilled_tokens"] for d in docs if d["uri"] == URI), 0)
         lsp.notify("textDocument/didClose", {"textDocument": {"uri": URI}})
+        extra = busy_latency(lsp) if busy else {}
     if not requests:
         raise BenchError("the stretch has no place for a single-line completion; type more "
                          "characters (--chars)")
     return {"p50_ms": float(np.percentile(latencies, 50)),
             "p95_ms": float(np.percentile(latencies, 95)),
-            "prefill_tokens_per_request": prefilled / requests, "requests": requests}
+            "prefill_tokens_per_request": prefilled / requests, "requests": requests, **extra}
 
 
 def run(model: str | None = None, file: str | None = None, chars: int = 200,
@@ -126,11 +171,15 @@ def run(model: str | None = None, file: str | None = None, chars: int = 200,
     for label, extra in (("", {}), ("_nocache", {"kvCache": False})):
         log(f"typing {end - start} characters of {path.name}, cache {'off' if extra else 'on'}")
         try:
-            got = run_once(text, start, end, {**options, **extra}, log)
+            got = run_once(text, start, end, {**options, **extra}, log, busy=not extra)
         except LspError as err:
             raise BenchError(f"the server failed: {err}") from None
         log(f"  p50 {got['p50_ms']:.1f} ms, p95 {got['p95_ms']:.1f} ms, "
             f"{got['prefill_tokens_per_request']:.1f} tokens prefilled per request")
         for key in ("p50_ms", "p95_ms", "prefill_tokens_per_request", "requests"):
             out[key + label] = round(got[key], 2)
+        for key in ("busy_request_p50_ms", "busy_request_max_ms", "busy_rounds_overlapped",
+                    "busy_rounds"):
+            if key in got:
+                out[key] = round(got[key], 2)
     return out

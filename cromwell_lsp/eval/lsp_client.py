@@ -31,6 +31,8 @@ class LspClient:
         self._inbox: queue.Queue = queue.Queue()
         self._next_id = 0
         self.notifications: list[dict] = []
+        self._answers: dict[int, dict] = {}  # answers that arrived before their wait()
+        self._methods: dict[int, str] = {}
         threading.Thread(target=self._read, daemon=True).start()
 
     # ---- wire -------------------------------------------------------------------------
@@ -70,10 +72,23 @@ class LspClient:
         self._send({"method": method, "params": params})
 
     def request(self, method: str, params, timeout_s: float = 120):
+        return self.wait(self.send_request(method, params), timeout_s)
+
+    def send_request(self, method: str, params) -> int:
+        """Send a request without waiting; `wait(id)` collects its answer later."""
         self._next_id += 1
-        rid = self._next_id
-        self._send({"id": rid, "method": method, "params": params})
-        while True:
+        self._methods[self._next_id] = method
+        self._send({"id": self._next_id, "method": method, "params": params})
+        return self._next_id
+
+    def answered(self, rid: int) -> bool:
+        """Whether the answer to `rid` has been read (by an earlier wait for a later one)."""
+        return rid in self._answers
+
+    def wait(self, rid: int, timeout_s: float = 120):
+        """The result of request `rid` (answers to other requests are kept for their wait)."""
+        method = self._methods.get(rid, "request")
+        while rid not in self._answers:
             try:
                 msg = self._inbox.get(timeout=timeout_s)
             except queue.Empty:
@@ -86,10 +101,13 @@ class LspClient:
                 self._send({"id": msg["id"], "result": None})
             elif "method" in msg:
                 self.notifications.append(msg)
-            elif msg.get("id") == rid:
-                if "error" in msg:
-                    raise LspError(f"{method}: {msg['error'].get('message', msg['error'])}")
-                return msg.get("result")
+            elif "id" in msg:
+                self._answers[msg["id"]] = msg
+        msg = self._answers.pop(rid)
+        self._methods.pop(rid, None)
+        if "error" in msg:
+            raise LspError(f"{method}: {msg['error'].get('message', msg['error'])}")
+        return msg.get("result")
 
     def close(self, timeout_s: float = 10) -> None:
         if self.proc.poll() is None:
