@@ -195,7 +195,7 @@ def _train_all(args, log) -> int:
 
 _TRAIN_KNOBS = {"steps": int, "batch_size": int, "seq_len": int, "lr": float, "warmup": int,
                 "image_every": int, "eval_every": int, "ckpt_every": int, "seed": int,
-                "max_minutes": float, "jepa_ramp": float}
+                "max_minutes": float, "jepa_ramp": int}
 
 
 def _settings(args):
