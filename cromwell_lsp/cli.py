@@ -144,6 +144,14 @@ def _cmd_train(args) -> int:
         (Path(args.out) / "eval.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
         print(json.dumps(report, indent=None if args.json else 2))
         return 0
+    if args.what == "align":
+        from .training.align import AlignConfig, run as align_run
+
+        knobs = {k: v for k, v in (("steps", args.steps), ("lr", args.lr), ("seed", args.seed),
+                                   ("batch", args.image_batch)) if v is not None}
+        print(json.dumps(align_run(AlignConfig(out=args.out, corpus=args.corpus,
+                                               tokenizer=args.tokenizer, **knobs), log=log)))
+        return 0
     if args.what == "all":
         return _train_all(args, log)
     raise SystemExit(f"unknown training step {args.what!r}")
@@ -195,7 +203,7 @@ def _train_all(args, log) -> int:
 
 _TRAIN_KNOBS = {"steps": int, "batch_size": int, "seq_len": int, "lr": float, "warmup": int,
                 "image_every": int, "eval_every": int, "ckpt_every": int, "seed": int,
-                "max_minutes": float, "jepa_ramp": int}
+                "max_minutes": float, "jepa_ramp": int, "image_batch": int}
 
 
 def _settings(args):
@@ -325,7 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_quantize)
 
     p = sub.add_parser("train", help="build the corpus, the tokenizer, train and export")
-    p.add_argument("what", choices=["corpus", "tokenizer", "run", "export", "eval", "all"],
+    p.add_argument("what", choices=["corpus", "tokenizer", "run", "align", "export", "eval", "all"],
                    help="which step (all: every step in order, skipping finished ones)")
     p.add_argument("--out", default=None,
                    help="corpus: a folder; tokenizer: a .json; run/export: the run folder")
@@ -361,7 +369,8 @@ def _model_options(p: argparse.ArgumentParser) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if getattr(args, "what", None) in ("corpus", "tokenizer", "run", "export", "eval", "all") \
+    if getattr(args, "what", None) in ("corpus", "tokenizer", "run", "align", "export", "eval",
+                                       "all") \
             and args.out is None:
         args.out = {"corpus": "runs/corpus", "tokenizer": "runs/tokenizer.json"}.get(
             args.what, f"runs/{getattr(args, 'config', 'tiny')}")

@@ -72,7 +72,14 @@ def resolve(model, session, action: Action, text: str, settings, cancel=None, *,
     if action.kind == "screenshot":
         return _screenshot(model, action, text, settings, cancel, doc_path, roots)
     fn = {"body": _body, "docstring": _docstring, "fix": _fix}.get(action.kind)
-    return fn(model, session, action, text, settings, cancel) if fn else None
+    edit = fn(model, session, action, text, settings, cancel) if fn else None
+    if edit is None or action.kind == "fix":  # a fix is only offered when it parses
+        return edit
+    return edit if _parses(_apply(text, edit)) else None  # never break a file that parsed
+
+
+def _apply(text: str, edit: Edit) -> str:
+    return text[:edit.start] + edit.text + text[edit.end:]
 
 
 def _lf(text: str) -> str:
@@ -122,10 +129,13 @@ def _body(model, session, action, text, settings, cancel) -> Edit | None:
     ids = build_prompt(prefix, suffix, model.tokenizer, budget)
     raw = generate_text(model, session, ids, GenerationConfig(max_tokens=settings.max_tokens), cancel)
     code = finish(raw, prefix, suffix)
-    if not code.strip():
-        return None
-    new = indent + code + ("\n" if start == end else "")
-    return Edit(start, end, new)
+    lines = code.split("\n")
+    while lines and any(line.strip() for line in lines):  # the longest start that parses
+        new = indent + "\n".join(lines) + ("\n" if start == end else "")
+        if _parses(text[:start] + new + text[end:]):
+            return Edit(start, end, new)
+        lines.pop()
+    return None
 
 
 def fit_code(code: str, tok, limit: int) -> str:
@@ -161,7 +171,7 @@ def _docstring(model, session, action, text, settings, cancel) -> Edit | None:
     if not words:
         return None
     indent = " " * d.node.body[0].col_offset
-    wrapped = textwrap.fill(words.rstrip("\\"), width=max(40, 88 - len(indent)),
+    wrapped = textwrap.fill(words.rstrip('\\"'), width=max(40, 88 - len(indent)),
                             subsequent_indent=indent)
     at = _line_starts(text)[d.body_line]
     return Edit(at, at, f'{indent}"""{wrapped}"""\n')

@@ -1,0 +1,1 @@
+"""The packaged default model: model-int8.safetensors and its tokenizer.json (see README.md)."""
