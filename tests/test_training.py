@@ -1,6 +1,7 @@
 """The training loop on a small real corpus: the loss falls, a resumed run continues
 exactly where an uninterrupted one would be, validation and bits per byte are reported,
 and the export loads in the engine with logits matching the twin."""
+import dataclasses
 import json
 
 import pytest
@@ -79,6 +80,21 @@ def test_loss_falls_and_export_matches_the_twin(small_tokenizer, tmp_path):
                for c in ev["completions"])
     r = ev["retrieval"]
     assert r["candidates"] == 8 and 0.0 <= r["top1"] <= r["top5"] <= 1.0
+
+    # the locked-text alignment stage: only the image side moves, and it resumes
+    from cromwell_lsp.training.align import AlignConfig, run as align
+    cfg = AlignConfig(out=str(tmp_path / "run"), corpus=str(tok.path.parent / "corpus"),
+                      tokenizer=str(tok.path), steps=2, batch=4, ckpt_every=1)
+    got = align(cfg, log=_quiet)
+    assert got["steps"] == 2 and got["loss"] > 0
+    before = torch.load(tmp_path / "run" / "ckpt.pt", weights_only=False)["model"]
+    after = torch.load(got["checkpoint"], weights_only=False)["model"]
+    for name in before:
+        moved = not torch.equal(before[name], after[name])
+        assert moved == name.startswith(("vision.", "joint.vision.")) or not moved, name
+        if not name.startswith(("vision.", "joint.vision.")):
+            assert not moved, name
+    assert align(dataclasses.replace(cfg, steps=3), log=_quiet)["steps"] == 3  # resumed
 
 
 def test_block_cut_and_parse_check():
