@@ -137,7 +137,8 @@ async function watchPythonExtension(context: vscode.ExtensionContext): Promise<v
 
 function canImport(python: string): Promise<string | undefined> {
   return new Promise((resolve) => {
-    execFile(python, ["-c", "import cromwell_lsp"], { timeout: 60_000, cwd: workspaceFolder() },
+    // the server module, not just the package: it also needs pygls and lsprotocol there
+    execFile(python, ["-c", "import cromwell_lsp.server"], { timeout: 60_000, cwd: workspaceFolder() },
       (err, _stdout, stderr) => resolve(err ? (stderr || err.message) : undefined));
   });
 }
