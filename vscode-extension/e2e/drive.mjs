@@ -153,12 +153,12 @@ try {
     await page.keyboard.type(args.typed);
     // VS Code asks on typing; when that was before the server was ready, nobody asks
     // again, so a user would type on: retype the last character (Backspace, then it again)
-    // every 5 s until a ghost text shows; the text stays the same
+    // every 1.5 s until a ghost text shows; the text stays the same
     let ghost = null;
     let retypes = 0;
     const deadline = Date.now() + 180_000;
     for (;;) {
-      ghost = await until("ghost text", readGhost, 5_000).catch(() => null);
+      ghost = await until("ghost text", readGhost, 1_500).catch(() => null);
       if (ghost || Date.now() > deadline) break;
       await press("Backspace");
       await page.keyboard.type(args.typed.slice(-1));
@@ -194,9 +194,15 @@ try {
     if (index < 0) throw new Error(`no "${args.actionTitle}" among ${JSON.stringify(titles)}`);
     const rows = await page.$$(".action-widget .monaco-list-row");
     await rows[index].click();
-    // the resolve runs the model; the edit lands when the tab turns dirty
-    const changed = await until("the action's edit in the buffer", () =>
-      document.querySelector(".tabs-container .tab.active.dirty"), 120_000).catch(() => false);
+    // the resolve runs the model; the edit lands in the buffer (VS Code may save it at
+    // once: files.refactoring.autoSave), so watch the rendered lines, not the dirty mark
+    const changed = await until("the action's edit in the buffer", (b) => {
+      const lines = [...document.querySelectorAll(
+        ".editor-group-container.active .monaco-editor .view-lines .view-line")]
+        .sort((x, y) => parseFloat(x.style.top) - parseFloat(y.style.top))
+        .map((l) => l.textContent.replace(/\u00a0/g, " "));
+      return lines.length && lines.join("\n") !== b ? true : null;
+    }, 120_000, before).catch(() => false);
     await sleep(300);
     await shot("6-action-applied");
     const after = await saveAndRead(args.actionFile);
