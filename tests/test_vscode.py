@@ -56,6 +56,21 @@ def test_extension_settings_are_the_servers_settings():
         assert props[f"cromwell.features.{_camel(name)}"]["default"] == getattr(Features(), name)
 
 
+def test_extension_unit_tests():
+    """The extension's own unit tests (node:test over src/config.ts) and its type check."""
+    from tests import vscode_setup
+
+    with vscode_setup.locked():
+        require(vscode_setup.ensure_extension_modules)
+    env = vscode_setup.node_env()
+    for cmd in (["npm", "test"], ["npx", "tsc", "--noEmit", "-p", "."]):
+        run = subprocess.run(cmd, cwd=EXTENSION, env=env, capture_output=True, text=True,
+                             timeout=300)
+        assert run.returncode == 0, f"{' '.join(cmd)}:\n{run.stdout[-3000:]}{run.stderr[-3000:]}"
+        if cmd[1] == "test":
+            assert "ℹ fail 0" in run.stdout and "ℹ pass 0" not in run.stdout, run.stdout[-2000:]
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
