@@ -127,7 +127,9 @@ def generate_text(model, session, prompt_ids, config: GenerationConfig, cancel=N
             pieces.append(stream.flush())
     finally:
         session.commit(prompt_ids)
-    return "".join(pieces)
+    # Byte-level tokens can end in bytes that are not UTF-8 (a weak model does it often):
+    # their U+FFFD replacement characters are dropped, never shown or inserted.
+    return "".join(pieces).replace("\ufffd", "")
 
 
 class Completer:
