@@ -47,3 +47,13 @@ def small_tokenizer(tmp_path_factory):
     report = tokenizer.train(root / "corpus", root / "tokenizer.json", vocab_size=600,
                              log=lambda *a: None)
     return Tokenizer(root / "tokenizer.json"), report
+
+
+@pytest.fixture(scope="module")
+def one_kernel_thread():
+    """Model tests of a module run the kernels on one thread (the machine's other core
+    stays free for the server subprocesses they start), then restore the count."""
+    before = kernels.threads()
+    kernels.set_threads(1)
+    yield
+    kernels.set_threads(before)

@@ -14,13 +14,7 @@ CODE = "import math\n\n\ndef area(radius):\n    '''Area.'''\n\n\nclass Shape:\n 
 SETTINGS = dataclasses.replace(Settings(), max_tokens=16)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    from cromwell_lsp import kernels
-    before = kernels.threads()
-    kernels.set_threads(1)
-    yield
-    kernels.set_threads(before)
+pytestmark = pytest.mark.usefixtures("one_kernel_thread")
 
 
 def _apply(text, edit):

@@ -17,13 +17,7 @@ CODE = ("import math\n\n\ndef area(radius):\n    return math.pi * radius ** 2\n\
         "def main():\n    print(area(2), scale(3, 2))\n")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    from cromwell_lsp import kernels
-    before = kernels.threads()
-    kernels.set_threads(1)
-    yield
-    kernels.set_threads(before)
+pytestmark = pytest.mark.usefixtures("one_kernel_thread")
 
 
 @pytest.fixture

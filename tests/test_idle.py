@@ -16,13 +16,7 @@ CODE = ("import os\n\n\ndef read(path):\n    with open(path) as f:\n        retu
 SETTINGS = Settings(max_tokens=6)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    from cromwell_lsp import kernels
-    before = kernels.threads()
-    kernels.set_threads(1)
-    yield
-    kernels.set_threads(before)
+pytestmark = pytest.mark.usefixtures("one_kernel_thread")
 
 
 def completer(model):

@@ -17,12 +17,8 @@ DEMO = ROOT / "examples" / "demo" / "geometry.py"
 
 
 @pytest.fixture(scope="module")
-def shipped():
-    from cromwell_lsp import kernels
-    before = kernels.threads()
-    kernels.set_threads(1)
-    yield CromwellVLJEPA.load()
-    kernels.set_threads(before)
+def shipped(one_kernel_thread):
+    return CromwellVLJEPA.load()
 
 
 def test_the_packaged_model_is_within_the_size_limit():
