@@ -21,14 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from ..model.tokenizer import Tokenizer
 from . import data as D
 from .corpus import read_jsonl
 from .export import load_checkpoint
 from .model import random_init
-from .train import info_nce, pooled_image, pooled_text
+from .train import info_nce
 
 
 @dataclass
@@ -87,8 +86,8 @@ def run(c: AlignConfig, log=print) -> dict:
             g["lr"] = lr
         images, _, _, codes, code_mask, _ = D.image_batch(texts, tok, rng, c.batch, side, 512)
         with torch.no_grad():
-            txt = pooled_text(model, torch.as_tensor(codes), torch.as_tensor(code_mask))
-        img = pooled_image(model, torch.as_tensor(images))
+            txt = model.embed_text(torch.as_tensor(codes), torch.as_tensor(code_mask))
+        img = model.embed_image(torch.as_tensor(images))
         loss = info_nce(img, txt, c.temperature)
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -313,6 +313,7 @@ class TwinOutput:
     logits: torch.Tensor  # (B, T, V)
     preds: torch.Tensor | None = None  # (n_future, B, T, J): predictions of z[t + k]
     z: torch.Tensor | None = None  # (B, T, J): joint states (targets, shifted by k)
+    vision: torch.Tensor | None = None  # (B, N, dv): the image's vision tokens (before fusion)
 
 
 class CromwellTwin(nn.Module):
@@ -335,14 +336,29 @@ class CromwellTwin(nn.Module):
         span = image_span or (0, tokens.shape[1])
         z = self.joint.text(self.fusion(h, v, span))  # (B, T, J)
         logits = self.output(self.ar(z))
-        return TwinOutput(logits, self.jepa(z) if jepa else None, z)
+        return TwinOutput(logits, self.jepa(z) if jepa else None, z, v)
 
     def embed_image(self, image):  # (B, H, W, C) -> (B, J), unit length
-        return F.normalize(self.joint.vision(self.vision(image)).mean(1), dim=-1)
+        return self.pool_image(self.vision(image))
 
-    def embed_text(self, tokens):  # (B, T) -> (B, J), unit length
-        z = self.joint.text(self.fusion(self.lang(tokens), None, None))
-        return F.normalize(z.mean(1), dim=-1)
+    def pool_image(self, v):  # vision tokens (B, N, dv) -> (B, J), unit length
+        return _pooled(v, self.joint.vision)
+
+    def embed_text(self, tokens, mask=None):  # (B, T) [, (B, T) 1 = counted] -> (B, J)
+        return _pooled(self.fusion(self.lang(tokens), None, None), self.joint.text, mask)
+
+
+def _pooled(states, project, mask=None):
+    """The joint projection of states, averaged over tokens (those with mask 1), unit
+    length; computed in fp32 at least, also under bf16 autocast: in bf16 the screenshots'
+    pooled vectors were indistinguishable (cosines within 1e-4 of each other) and the
+    contrastive loss sat at chance."""
+    with torch.autocast(states.device.type, enabled=False):
+        z = project(states.to(torch.promote_types(states.dtype, torch.float32)))
+        if mask is None:
+            return F.normalize(z.mean(1), dim=-1)
+        m = mask[..., None].to(z.dtype)
+        return F.normalize((z * m).sum(1) / m.sum(1).clamp_min(1.0), dim=-1)
 
 
 def jepa_loss(preds, z, step_weights):

@@ -87,23 +87,6 @@ def masked_ce(logits, ids, mask):
     return (ce * m).sum() / m.sum().clamp_min(1.0), (ce * m).sum(), m.sum()
 
 
-def pooled_text(model, ids, mask):
-    """Mask-aware mean of the joint states of code tokens (no image), unit length; the
-    joint projection, the mean and the norm in fp32 (see Trainer._image_loss)."""
-    h = model.fusion(model.lang(ids), None, None).float()
-    with torch.autocast(h.device.type, enabled=False):
-        z = model.joint.text(h)  # (B, T, J)
-        m = mask[..., None].float()
-        return F.normalize((z * m).sum(1) / m.sum(1).clamp_min(1.0), dim=-1)
-
-
-def pooled_image(model, images):
-    """Mean of the joint states of an image's vision tokens, unit length (fp32 as above)."""
-    v = model.vision(images).float()
-    with torch.autocast(v.device.type, enabled=False):
-        return F.normalize(model.joint.vision(v).mean(1), dim=-1)
-
-
 def info_nce(a, b, temperature: float = 0.07):
     logits = a @ b.T / temperature
     target = torch.arange(a.shape[0], device=a.device)
@@ -203,21 +186,18 @@ class Trainer:
         the start, the MSE towards z[t + k] pulls the joint states towards a constant (the
         easiest future to predict) before the LM has made them carry the token, and the
         model stays at the unigram loss; once the LM has shaped z, the JEPA term refines it."""
-        ramp = self.c.jepa_ramp  # in steps, not a fraction: a run extended with more
-        return self.c.jepa_weight * (min(1.0, step / ramp) if ramp > 0 else 1.0)  # --steps
-        # must weigh its first steps as the shorter run did (exact resume)
+        ramp = self.c.jepa_ramp  # in steps, not a fraction of the run, so a run extended
+        # with more --steps weighs its first steps as the shorter run did (exact resume)
+        return self.c.jepa_weight * (min(1.0, step / ramp) if ramp > 0 else 1.0)
 
     def _image_loss(self, batch):
         images, ids, mask, codes, code_mask, span = (
             torch.as_tensor(a).to(self.device) if isinstance(a, np.ndarray) else a for a in batch)
         out = self.fwd(ids[:, :-1], images, span, jepa=False)
         lm, _, _ = masked_ce(out.logits, ids, mask)
-        # In bf16 the screenshots' pooled vectors were indistinguishable (cosines within
-        # 1e-4 of each other) and the contrastive loss sat at chance, ln(batch); the pooling
-        # and the similarities are computed in fp32.
-        img = pooled_image(self.model, images)
-        txt = pooled_text(self.model, codes, code_mask)
-        with torch.autocast(img.device.type, enabled=False):
+        img = self.model.pool_image(out.vision)  # the forward's vision tokens, pooled in fp32
+        txt = self.model.embed_text(codes, code_mask)
+        with torch.autocast(img.device.type, enabled=False):  # similarities in fp32 too
             align = info_nce(img, txt)
         return self.c.lm_weight * lm + self.c.align_weight * align, {"image_lm": lm.item(),
                                                                      "align": align.item()}
