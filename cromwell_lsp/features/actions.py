@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from ..model import prompts
 from ..model.generation import GenerationConfig
 from ..positions import line_ending
-from .analysis import empty_functions, image_refs, syntax_errors, undocumented
+from .analysis import empty_functions, image_refs, parses, syntax_errors, undocumented
 from .completion import build_prompt, generate_text, prompt_budget
 from .postprocess import finish
 
@@ -75,7 +75,7 @@ def resolve(model, session, action: Action, text: str, settings, cancel=None, *,
     edit = fn(model, session, action, text, settings, cancel) if fn else None
     if edit is None or action.kind == "fix":  # a fix is only offered when it parses
         return edit
-    return edit if _parses(_apply(text, edit)) else None  # never break a file that parsed
+    return edit if parses(_apply(text, edit)) else None  # never break a file that parsed
 
 
 def _apply(text: str, edit: Edit) -> str:
@@ -132,7 +132,7 @@ def _body(model, session, action, text, settings, cancel) -> Edit | None:
     lines = code.split("\n")
     while lines and any(line.strip() for line in lines):  # the longest start that parses
         new = indent + "\n".join(lines) + ("\n" if start == end else "")
-        if _parses(text[:start] + new + text[end:]):
+        if parses(text[:start] + new + text[end:]):
             return Edit(start, end, new)
         lines.pop()
     return None
@@ -177,14 +177,6 @@ def _docstring(model, session, action, text, settings, cancel) -> Edit | None:
     return Edit(at, at, f'{indent}"""{wrapped}"""\n')
 
 
-def _parses(text: str) -> bool:
-    try:
-        ast.parse(text)
-        return True
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
-        return False
-
-
 def _fix(model, session, action, text, settings, cancel) -> Edit | None:
     lines = text.split("\n")
     lo = max(0, action.line - REPAIR_CONTEXT_LINES)
@@ -198,7 +190,7 @@ def _fix(model, session, action, text, settings, cancel) -> Edit | None:
     raw = generate_text(model, session, ids, GenerationConfig(max_tokens=budget), cancel)
     fixed = raw.strip("\n")
     candidate = "\n".join(lines[:lo] + fixed.split("\n") + lines[hi:])
-    if not fixed.strip() or fixed == snippet or not _parses(candidate):
+    if not fixed.strip() or fixed == snippet or not parses(candidate):
         return None
     starts = _line_starts(text)
     end = starts[hi] - 1 if hi < len(starts) else len(text)

@@ -65,6 +65,10 @@ def _parse(text: str):
         return None
 
 
+def parses(text: str) -> bool:
+    return _parse(text) is not None
+
+
 @dataclass(frozen=True)
 class Definition:
     name: str
