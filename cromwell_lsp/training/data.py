@@ -107,6 +107,14 @@ class TextStream:
         return np.stack([r[0] for r in rows]), np.stack([r[1] for r in rows])
 
 
+SCREENSHOT_LINES, SCREENSHOT_COLUMNS = 12, 60  # a function this size is drawn legibly enough
+SCREENSHOT_FONT_SIZES = (9, 10, 11)
+
+
+def fits_screenshot(code: str) -> bool:
+    return max(len(line) for line in code.splitlines()) <= SCREENSHOT_COLUMNS
+
+
 def image_batch(texts, tok, rng: random.Random, n: int, side: int, max_tokens: int):
     """n screenshots [n, side, side, 3] float32 in [0, 1], token rows [n, L] (prompt + code
     + end, padded), loss masks, code-only token rows for the alignment loss [n, Lc],
@@ -115,15 +123,14 @@ def image_batch(texts, tok, rng: random.Random, n: int, side: int, max_tokens: i
     head = prompts.image_to_code()
     while len(images) < n:
         path, text = rng.choice(texts)
-        snippets = tasks.function_snippets(text, max_lines=12)
+        snippets = tasks.function_snippets(text, max_lines=SCREENSHOT_LINES)
         if not snippets:
             continue
         code = rng.choice(snippets)
-        lines = code.splitlines()
-        if max(len(line) for line in lines) > 60:
+        if not fits_screenshot(code):
             continue
         canvas = screenshots.screenshot_canvas(
-            screenshots.render(code, rng, font_size=rng.choice((9, 10, 11))), side)
+            screenshots.render(code, rng, font_size=rng.choice(SCREENSHOT_FONT_SIZES)), side)
         ids, mask = prompts.encode(head + [("text", code), ("special", "endoftext")], tok,
                                    answer_from=len(head))
         images.append(canvas)

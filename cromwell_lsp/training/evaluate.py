@@ -10,13 +10,14 @@
 """
 from __future__ import annotations
 
-import ast
 import math
 import random
 import time
 from pathlib import Path
 
 import numpy as np
+
+from ..features.analysis import parses
 
 STARTS = (
     "def fibonacci(n):\n    ",
@@ -47,14 +48,6 @@ def cut_at_block_end(text: str) -> str:
     return "\n".join(kept).rstrip() + "\n"
 
 
-def parses(code: str) -> bool:
-    try:
-        ast.parse(code)
-        return True
-    except SyntaxError:
-        return False
-
-
 def completions(model, starts=STARTS, max_tokens: int = 96) -> list[dict]:
     """Greedy completion of each start (SPM prompt, empty suffix), cut at its block's end;
     the prompt budget is the server's for the model's context length."""
@@ -83,16 +76,16 @@ def completions(model, starts=STARTS, max_tokens: int = 96) -> list[dict]:
 
 
 def heldout_snippets(corpus: Path, n: int, seed: int = 7) -> list[str]:
-    """n distinct functions of the validation files that fit a screenshot (<= 12 lines of
-    <= 60 columns, as in training), in a seeded order."""
+    """n distinct functions (of 3 lines or more) of the validation files that fit a
+    screenshot as the training ones do, in a seeded order."""
     from . import tasks
     from .corpus import read_jsonl
+    from .data import SCREENSHOT_LINES, fits_screenshot
 
     pool = []
     for rec in read_jsonl(corpus / "val.jsonl"):
-        for snip in tasks.function_snippets(rec["text"], max_lines=12):
-            lines = snip.splitlines()
-            if len(lines) >= 3 and max(len(x) for x in lines) <= 60:
+        for snip in tasks.function_snippets(rec["text"], max_lines=SCREENSHOT_LINES):
+            if len(snip.splitlines()) >= 3 and fits_screenshot(snip):
                 pool.append(snip)
     pool = sorted(set(pool))
     random.Random(seed).shuffle(pool)
@@ -104,12 +97,13 @@ def heldout_snippets(corpus: Path, n: int, seed: int = 7) -> list[str]:
 def retrieval(model, snippets: list[str], seed: int = 11) -> dict:
     """Top-1 / top-5 accuracy of screenshot -> code among the snippets (cosine in the joint
     space; each image rendered in a random style, as the training renders)."""
+    from .data import SCREENSHOT_FONT_SIZES
     from .screenshots import render
 
     rng = random.Random(seed)
     texts = np.stack([model.embed_text(s) for s in snippets])
     images = np.stack([model.embed_image(model.read_screenshot(
-        render(s, rng, font_size=rng.choice((9, 10, 11))))) for s in snippets])
+        render(s, rng, font_size=rng.choice(SCREENSHOT_FONT_SIZES)))) for s in snippets])
     sims = images @ texts.T
     ranks = (sims > sims[np.arange(len(snippets)), np.arange(len(snippets))][:, None]).sum(1)
     return {"candidates": len(snippets), "top1": float(np.mean(ranks == 0)),
