@@ -141,7 +141,6 @@ def _cmd_train(args) -> int:
 
         weights = Path(args.weights) if args.weights else Path(args.out) / "export" / "model-int8.safetensors"
         report = evaluate.run(Path(args.out), weights, Path(args.corpus), Path(args.tokenizer), log=log)
-        (Path(args.out) / "eval.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
         print(json.dumps(report, indent=None if args.json else 2))
         return 0
     if args.what == "align":
@@ -193,7 +192,6 @@ def _train_all(args, log) -> int:
                                      quants=("int8",)))
     ev = timed("eval", lambda: evaluate.run(out, out / "export" / "model-int8.safetensors",
                                            corpus_dir, tok_path, log=log))
-    (out / "eval.json").write_text(json.dumps(ev, indent=2), encoding="utf-8")
     summary = {"times_s": times, "total_min": round(sum(times.values()) / 60, 1), "export": report,
                "completions_parse": ev["completions_parse"], "retrieval": ev["retrieval"],
                "trained": ev["trained"], "unigram": ev["unigram"]}

@@ -10,7 +10,6 @@
 """
 from __future__ import annotations
 
-import math
 import random
 import time
 from pathlib import Path
@@ -110,9 +109,8 @@ def retrieval(model, snippets: list[str], seed: int = 11) -> dict:
             "top5": float(np.mean(ranks < 5)), "chance_top1": 1.0 / len(snippets)}
 
 
-def unigram_task_losses(trainer, counts: np.ndarray) -> dict:
+def unigram_task_losses(trainer, logp: np.ndarray) -> dict:
     """Nats per target token of the unigram model on each validation task's rows."""
-    logp = np.log(counts / counts.sum())
     out = {}
     for task, rows in trainer.val["rows"].items():
         nats = n = 0.0
@@ -125,32 +123,22 @@ def unigram_task_losses(trainer, counts: np.ndarray) -> dict:
     return out
 
 
-def unigram_counts(corpus: Path, tok, limit_chars: int = 20_000_000) -> np.ndarray:
-    from .corpus import read_jsonl
-
-    counts = np.ones(tok.vocab_size, dtype=np.float64)
-    seen = 0
-    for rec in read_jsonl(corpus / "train.jsonl"):
-        counts += np.bincount(tok.encode(rec["text"]), minlength=tok.vocab_size)
-        seen += len(rec["text"])
-        if seen > limit_chars:
-            break
-    return counts
-
-
 def run(out: Path, weights: Path, corpus: Path, tokenizer: Path, eval_rows: int = 64,
         bpb_bytes: int = 200_000, n_snippets: int = 100, log=print) -> dict:
-    """The whole report for the run in `out` (its checkpoint) and its exported `weights`."""
+    """The whole report for the run in `out` (its checkpoint) and its exported `weights`,
+    also written to out/eval.json."""
+    import json
+
     import torch
 
     from ..model import CromwellVLJEPA
     from .model import random_init
-    from .train import Trainer, TrainConfig
+    from .train import Trainer, TrainConfig, unigram_bpb, unigram_logp
 
     t0 = time.time()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-    state = torch.load(out / "ckpt.pt", map_location="cpu", weights_only=False)
-    saved = state["train_config"]
+    # the run's settings (row length, seed); mapped, the Trainer reads the tensors
+    saved = torch.load(out / "ckpt.pt", map_location="cpu", weights_only=False,
+                       mmap=True)["train_config"]
     c = TrainConfig(**{**saved, "out": str(out), "corpus": str(corpus), "tokenizer": str(tokenizer),
                        "eval_rows": eval_rows, "bpb_bytes": bpb_bytes})
     trainer = Trainer(c, log=lambda m: None)
@@ -165,15 +153,12 @@ def run(out: Path, weights: Path, corpus: Path, tokenizer: Path, eval_rows: int 
     report["untrained"] = trainer.evaluate()
     trainer.model = trained
     log("validation: unigram model")
-    counts = unigram_counts(corpus, trainer.tok)
-    uni = unigram_task_losses(trainer, counts)
-    logp = np.log(counts / counts.sum())
-    nats = sum(-logp[trainer.tok.encode(t)].sum() for t in trainer.val["stdlib"])
-    nbytes = sum(len(t.encode("utf-8")) for t in trainer.val["stdlib"])
-    uni["val_bpb_stdlib"] = float(nats / nbytes / math.log(2))
+    logp = unigram_logp(corpus, trainer.tok)
+    uni = unigram_task_losses(trainer, logp)
+    uni["val_bpb_stdlib"] = unigram_bpb(corpus, trainer.tok, trainer.val["stdlib"], logp)
     report["unigram"] = uni
     report["val_rows_per_task"] = {k: len(v) for k, v in trainer.val["rows"].items()}
-    report["bpb_bytes"] = nbytes
+    report["bpb_bytes"] = sum(len(t.encode("utf-8")) for t in trainer.val["stdlib"])
 
     model = CromwellVLJEPA.load(weights)
     log("completions")
@@ -184,4 +169,5 @@ def run(out: Path, weights: Path, corpus: Path, tokenizer: Path, eval_rows: int 
     report["retrieval"] = retrieval(model, heldout_snippets(corpus, n_snippets))
     report["weights"] = str(weights)
     report["eval_s"] = round(time.time() - t0, 1)
+    (out / "eval.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
     return report

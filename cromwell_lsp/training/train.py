@@ -364,17 +364,23 @@ class Trainer:
         plt.close(fig)
 
 
-def unigram_bpb(corpus: Path, tok: Tokenizer, texts) -> float:
-    """Bits per byte of a unigram model of the training tokens (add-one smoothing) on texts:
-    the floor any trained model must beat."""
+def unigram_logp(corpus: Path, tok: Tokenizer, limit_chars: int = 20_000_000) -> np.ndarray:
+    """Log-probabilities [V] of a unigram model (add-one smoothing) of the training tokens
+    (the first limit_chars of train.jsonl)."""
     counts = np.ones(tok.vocab_size, dtype=np.float64)
     seen = 0
     for rec in read_jsonl(corpus / "train.jsonl"):
         counts += np.bincount(tok.encode(rec["text"]), minlength=tok.vocab_size)
         seen += len(rec["text"])
-        if seen > 20_000_000:
+        if seen > limit_chars:
             break
-    logp = np.log(counts / counts.sum())
+    return np.log(counts / counts.sum())
+
+
+def unigram_bpb(corpus: Path, tok: Tokenizer, texts, logp: np.ndarray | None = None) -> float:
+    """Bits per byte of the unigram model on texts: the floor any trained model must beat
+    (logp: unigram_logp's result, when the caller has it already)."""
+    logp = unigram_logp(corpus, tok) if logp is None else logp
     nats = nbytes = 0.0
     for text in texts:
         nats -= logp[tok.encode(text)].sum()
