@@ -70,26 +70,26 @@ def _cmd_bench(args) -> int:
     if args.what == "decode":
         from .eval.bench_decode import run
 
-        result = run(args.config, args.quant, args.image, args.weights,
-                     log=lambda m: print(m, file=sys.stderr))
-        if args.json:
-            print(json.dumps(result))
-        else:
-            for key, value in result.items():
-                print(f"{key:20s} {value}")
+        _print_result(run(args.config, args.quant, args.image, args.weights,
+                          log=lambda m: print(m, file=sys.stderr)), args.json)
         return 0
     if args.what == "keystrokes":
         from .eval.bench_keystrokes import run
 
-        result = run(args.model, args.file, args.chars, args.threads, args.max_tokens,
-                     log=lambda m: print(m, file=sys.stderr))
-        if args.json:
-            print(json.dumps(result))
-        else:
-            for key, value in result.items():
-                print(f"{key:34s} {value}")
+        _print_result(run(args.model, args.file, args.chars, args.threads, args.max_tokens,
+                          log=lambda m: print(m, file=sys.stderr)), args.json)
         return 0
     raise SystemExit(f"unknown benchmark {args.what!r}")
+
+
+def _print_result(result: dict, as_json: bool) -> None:
+    """One JSON document, or a `key value` line per entry."""
+    if as_json:
+        print(json.dumps(result))
+        return
+    width = max(map(len, result), default=0) + 2
+    for key, value in result.items():
+        print(f"{key:{width}s} {value}")
 
 
 def _cmd_quantize(args) -> int:
@@ -367,9 +367,7 @@ def _model_options(p: argparse.ArgumentParser) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if getattr(args, "what", None) in ("corpus", "tokenizer", "run", "align", "export", "eval",
-                                       "all") \
-            and args.out is None:
+    if args.func is _cmd_train and args.out is None:
         args.out = {"corpus": "runs/corpus", "tokenizer": "runs/tokenizer.json"}.get(
             args.what, f"runs/{getattr(args, 'config', 'tiny')}")
     try:

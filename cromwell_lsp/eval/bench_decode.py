@@ -9,8 +9,8 @@ Measured, in this order, on one process:
   load_ms             map the file and build the engine (the OS page cache is warm after
                       the first run; the value is the engine's own start-up)
   prefill_tok_s       one forward over 512 tokens (fewer when the model's context is
-                      shorter: prefill_tokens); trained weights read real code (this
-                      package's features/postprocess.py), random weights random tokens
+                      shorter: prefill_tokens); trained weights read real code (the
+                      keystroke benchmark's file), random weights random tokens
   decode_tok_s        64 single-token forwards after that prefill (text only)
   vision_ms           the vision encoder on a 256x256 image (vljepa configs)
   decode_image_tok_s  64 single-token forwards on a sequence with that image attached
@@ -86,8 +86,9 @@ def run(config: str = "tiny", quant: str = "f32", image: bool = False, weights: 
     rng = np.random.default_rng(1)
     n_prompt = min(PREFILL, cfg.max_seq_len - DECODE - 8)  # a trained model's context may be 512
     if model.tokenizer is not None:  # trained weights: real code, so drafts can be accepted
-        source = (Path(__file__).resolve().parents[1] / "features" / "postprocess.py").read_text()
-        prompt = model.tokenizer.encode(source)[:n_prompt]
+        from .bench_keystrokes import DEFAULT_FILE  # the same file, outside the training data
+
+        prompt = model.tokenizer.encode(DEFAULT_FILE.read_text(encoding="utf-8"))[:n_prompt]
     else:
         prompt = rng.integers(16, cfg.vocab_size, n_prompt).tolist()
     out = {"config": config if not weights else str(path), "quant": model.weights.quant,

@@ -36,9 +36,10 @@ def export(ckpt, out, tokenizer, log=print, quants=("f32", "int8")) -> dict:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     twin, state = load_checkpoint(ckpt)
-    trained_len = state.get("train_config", {}).get("seq_len")
-    if trained_len:
-        twin.cfg = twin.cfg.replace(max_seq_len=int(trained_len))
+    trained = state.get("train_config", {})
+    if trained.get("seq_len"):
+        twin.cfg = twin.cfg.replace(max_seq_len=int(trained["seq_len"]))
+    extra = {"screenshot_side": str(trained.get("image_side") or twin.cfg.image_size)}
     tok = Tokenizer(tokenizer)
     if state["tokenizer_sha256"] != tok.sha256:
         raise ValueError(f"{ckpt} was trained with another tokenizer than {tokenizer}")
@@ -54,8 +55,7 @@ def export(ckpt, out, tokenizer, log=print, quants=("f32", "int8")) -> dict:
         if quant not in quants:
             continue
         path = out / name
-        side = state.get("train_config", {}).get("image_side") or twin.cfg.image_size
-        export_safetensors(twin, path, quant, tok.sha256, {"screenshot_side": str(side)})
+        export_safetensors(twin, path, quant, tok.sha256, extra)
         model = CromwellVLJEPA.load(path)
         got = model.forward(ids, model.new_cache(len(ids)))
         err = float(np.max(np.abs(got - ref)) / np.max(np.abs(ref)))
