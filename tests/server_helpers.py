@@ -85,3 +85,22 @@ async def stats(client) -> dict:
         d = d if isinstance(d, dict) else d._asdict()
         out[d["uri"]] = d
     return out
+
+
+def apply_text_edits(text: str, edits) -> str:
+    """LSP TextEdits (lsprotocol objects, or their JSON as editors send it; utf-16
+    positions) applied to text, as an editor applies a WorkspaceEdit's changes."""
+    from cromwell_lsp.positions import Lines
+
+    lines, spans = Lines.of(text), []
+    for e in edits:
+        if isinstance(e, dict):
+            r, new = e["range"], e["newText"]
+            start, end = (r["start"]["line"], r["start"]["character"]), (r["end"]["line"], r["end"]["character"])
+        else:
+            r, new = e.range, e.new_text
+            start, end = (r.start.line, r.start.character), (r.end.line, r.end.character)
+        spans.append((lines.offset(*start), lines.offset(*end), new))
+    for a, b, new in sorted(spans, key=lambda sp: sp[:2], reverse=True):
+        text = text[:a] + new + text[b:]
+    return text

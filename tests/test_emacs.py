@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from tests.editor_setup import ensure_debian_packages, require
-from tests.server_helpers import ROOT, tiny_model_path  # noqa: F401
+from tests.server_helpers import ROOT, apply_text_edits, tiny_model_path  # noqa: F401
 
 CONFIG = Path(ROOT) / "examples" / "editors" / "emacs" / "cromwell.el"
 SHAPES = ("import math\n\n\ndef area(radius):\n    return math.pi * radius ** 2\n\n\n"
@@ -98,17 +98,6 @@ SCRIPT = r"""
 """
 
 
-def _apply(text: str, edits: list[dict]) -> str:
-    lines = text.split("\n")
-    offs = [sum(len(l) + 1 for l in lines[:i]) for i in range(len(lines))]
-    for e in sorted(edits, key=lambda e: (e["range"]["start"]["line"],
-                                          e["range"]["start"]["character"]), reverse=True):
-        s, t = e["range"]["start"], e["range"]["end"]
-        a, b = offs[s["line"]] + s["character"], offs[t["line"]] + t["character"]
-        text = text[:a] + e["newText"] + text[b:]
-    return text
-
-
 def test_emacs_eglot_with_the_example_config(tiny_model_path, tmp_path):  # noqa: F811
     require(ensure_debian_packages, ["emacs-nox", "elpa-eglot"])
     emacs = shutil.which("emacs")
@@ -154,4 +143,4 @@ def test_emacs_eglot_with_the_example_config(tiny_model_path, tmp_path):  # noqa
     assert not r["action_listed_with_edit"]
     assert r["action_title"], f"the server resolved none of {r['action_titles']} to an edit"
     assert r["action_before"] == ACTIONS
-    assert r["action_after"] == _apply(ACTIONS, r["action_edits"]) != ACTIONS
+    assert r["action_after"] == apply_text_edits(ACTIONS, r["action_edits"]) != ACTIONS

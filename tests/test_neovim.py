@@ -19,24 +19,12 @@ from pathlib import Path
 import pytest
 
 from tests.editor_setup import ensure_debian_packages, ensure_python_packages, require
-from tests.server_helpers import ROOT, tiny_model_path  # noqa: F401
+from tests.server_helpers import ROOT, apply_text_edits, tiny_model_path  # noqa: F401
 
 INIT = Path(ROOT) / "examples" / "editors" / "neovim" / "init-0.7.lua"
 CODE = ("import math\n\n\ndef area(radius):\n    return math.pi * radius ** 2\n\n\n"
         "class Shape:\n    sides = 0\n\n\ndef perimeter(width, height):\n    total = ")
 WAIT_MS = 120_000
-
-
-def _apply(text: str, edits: list[dict]) -> str:
-    """LSP TextEdits (utf-16 positions; the test text is ASCII) applied to text."""
-    lines = text.split("\n")
-    offs = [sum(len(l) + 1 for l in lines[:i]) for i in range(len(lines))]
-    for e in sorted(edits, key=lambda e: (e["range"]["start"]["line"],
-                                          e["range"]["start"]["character"]), reverse=True):
-        s, t = e["range"]["start"], e["range"]["end"]
-        a, b = offs[s["line"]] + s["character"], offs[t["line"]] + t["character"]
-        text = text[:a] + e["newText"] + text[b:]
-    return text
 
 
 @pytest.fixture(scope="module")
@@ -220,7 +208,7 @@ def test_code_action_picked_resolved_and_applied(nvim):
             break
     assert resolved is not None, f"the server resolved none of {titles} to an edit"
     uri = nvim.exec_lua("return vim.uri_from_bufnr(0)")
-    expected = _apply(text, resolved["edit"]["changes"][uri])
+    expected = apply_text_edits(text, resolved["edit"]["changes"][uri])
     assert expected != text
 
     # now the way a user does it: the mapping, a pick, the resolve, the edit applied

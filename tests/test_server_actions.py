@@ -6,7 +6,8 @@ import pytest_lsp
 from lsprotocol import types as T
 from pytest_lsp import LanguageClient
 
-from tests.server_helpers import SERVER, init_params, open_doc, tiny_model_path  # noqa: F401
+from tests.server_helpers import (  # noqa: F401
+    SERVER, apply_text_edits, init_params, open_doc, tiny_model_path)
 
 URI = "file:///tmp/actions.py"
 CODE = "import math\n\n\ndef area(radius):\n    pass\n\n\nclass Shape:\n    sides = 0\n"
@@ -18,16 +19,6 @@ async def client(lsp_client: LanguageClient, tiny_model_path):  # noqa: F811
     await lsp_client.initialize_session(init_params(tiny_model_path, maxTokens=16))
     yield
     await lsp_client.shutdown_session()
-
-
-def _apply(text: str, edits) -> str:
-    lines = text.split("\n")
-    offs = [sum(len(l) + 1 for l in lines[:i]) for i in range(len(lines))]
-    for e in sorted(edits, key=lambda e: (e.range.start.line, e.range.start.character), reverse=True):
-        a = offs[e.range.start.line] + e.range.start.character
-        b = offs[e.range.end.line] + e.range.end.character
-        text = text[:a] + e.new_text + text[b:]
-    return text
 
 
 async def _actions(client, line):
@@ -48,7 +39,7 @@ async def test_actions_listed_instantly_and_resolved_to_workspace_edits(client: 
     edited = [a for a in resolved if a.edit is not None]
     assert edited, "the model produced no edit for any action"
     for a in edited:
-        new = _apply(CODE, a.edit.changes[URI])
+        new = apply_text_edits(CODE, a.edit.changes[URI])
         assert new != CODE and "<|" not in new
 
 
@@ -58,7 +49,7 @@ async def test_docstring_edit_keeps_the_file_valid(client: LanguageClient):
     assert [a.title for a in listed] == ["Add docstring to Shape"]
     action = await client.code_action_resolve_async(listed[0])
     if action.edit is not None:
-        ast.parse(_apply(CODE, action.edit.changes[URI]))
+        ast.parse(apply_text_edits(CODE, action.edit.changes[URI]))
 
 
 async def test_syntax_errors_are_diagnostics_and_fixes_only_when_they_parse(client: LanguageClient):
@@ -71,4 +62,4 @@ async def test_syntax_errors_are_diagnostics_and_fixes_only_when_they_parse(clie
     assert fixes
     action = await client.code_action_resolve_async(fixes[0])
     if action.edit is not None:
-        ast.parse(_apply(BROKEN, action.edit.changes[URI]))
+        ast.parse(apply_text_edits(BROKEN, action.edit.changes[URI]))
