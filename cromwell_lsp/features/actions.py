@@ -2,8 +2,10 @@
 by the model only when the editor resolves one (codeAction/resolve).
 
   "Complete function body"  a def whose body is only a docstring, `pass` or `...`: the
-                            placeholder lines are replaced by a fill-in-the-middle block
+                            placeholder lines are replaced by a fill-in-the-middle block,
+                            cut to its longest start that leaves the document parsing
   "Add docstring"           a def or class without one: the explain task, as a docstring
+                            (offered only when the document still parses with it)
   "Fix syntax error"        each syntax error: the repair task on the lines around it; the
                             edit is offered only when the repaired document parses
   "Insert code from screenshot"  an image path or markdown image link on the line: the
@@ -72,14 +74,7 @@ def resolve(model, session, action: Action, text: str, settings, cancel=None, *,
     if action.kind == "screenshot":
         return _screenshot(model, action, text, settings, cancel, doc_path, roots)
     fn = {"body": _body, "docstring": _docstring, "fix": _fix}.get(action.kind)
-    edit = fn(model, session, action, text, settings, cancel) if fn else None
-    if edit is None or action.kind == "fix":  # a fix is only offered when it parses
-        return edit
-    return edit if parses(_apply(text, edit)) else None  # never break a file that parsed
-
-
-def _apply(text: str, edit: Edit) -> str:
-    return text[:edit.start] + edit.text + text[edit.end:]
+    return fn(model, session, action, text, settings, cancel) if fn else None
 
 
 def _lf(text: str) -> str:
@@ -174,7 +169,8 @@ def _docstring(model, session, action, text, settings, cancel) -> Edit | None:
     wrapped = textwrap.fill(words.rstrip('\\"'), width=max(40, 88 - len(indent)),
                             subsequent_indent=indent)
     at = _line_starts(text)[d.body_line]
-    return Edit(at, at, f'{indent}"""{wrapped}"""\n')
+    new = f'{indent}"""{wrapped}"""\n'
+    return Edit(at, at, new) if parses(text[:at] + new + text[at:]) else None
 
 
 def _fix(model, session, action, text, settings, cancel) -> Edit | None:
