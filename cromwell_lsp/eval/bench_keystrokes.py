@@ -66,16 +66,17 @@ def type_stretch(lsp: LspClient, text: str, start: int, end: int, log) -> tuple[
         where = _position(doc, at)
         doc = doc[:at] + ch + doc[at:]
         version += 1
+        cursor = at + 1
+        ask = doc[doc.rfind("\n", 0, cursor) + 1:cursor].strip()  # code before the cursor
+        after = _position(doc, cursor)  # computed before the clock starts
         t0 = time.perf_counter()
         lsp.notify("textDocument/didChange", {
             "textDocument": {"uri": URI, "version": version},
             "contentChanges": [{"range": {"start": where, "end": where}, "text": ch}]})
-        cursor = at + 1
-        if not doc[doc.rfind("\n", 0, cursor) + 1:cursor].strip():
+        if not ask:
             continue  # no code before the cursor on its line: no single-line completion
         lsp.request("textDocument/inlineCompletion", {
-            "textDocument": {"uri": URI}, "position": _position(doc, cursor),
-            "context": {"triggerKind": 2}})
+            "textDocument": {"uri": URI}, "position": after, "context": {"triggerKind": 2}})
         latencies.append((time.perf_counter() - t0) * 1000)
         if len(latencies) % 50 == 0:
             log(f"  {len(latencies)} requests, last {latencies[-1]:.1f} ms")
@@ -116,11 +117,11 @@ def busy_latency(lsp: LspClient, rounds: int = 8) -> dict:
             times += got
         lsp.wait(rid)
         lsp.notify("textDocument/didClose", {"textDocument": {"uri": uri}})
-    if not times:
-        return {"busy_rounds_overlapped": 0, "busy_rounds": rounds}
-    return {"busy_request_p50_ms": float(np.percentile(times, 50)),
-            "busy_request_max_ms": float(max(times)), "busy_rounds_overlapped": overlapped,
-            "busy_rounds": rounds}
+    out = {"busy_rounds_overlapped": overlapped, "busy_rounds": rounds}
+    if times:
+        out.update(busy_request_p50_ms=float(np.percentile(times, 50)),
+                   busy_request_max_ms=float(max(times)))
+    return out
 
 
 def run_once(text: str, start: int, end: int, options: dict, log, busy: bool = False) -> dict:
