@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from ..model import prompts
 from ..model.generation import GenerationConfig
+from ..model.healing import heal_prompt
 from ..positions import line_ending
 from .analysis import empty_functions, image_refs, parses, syntax_errors, undocumented
 from .completion import build_prompt, generate_text, prompt_budget
@@ -121,8 +122,9 @@ def _body(model, session, action, text, settings, cancel) -> Edit | None:
     indent = " " * first.col_offset
     prefix, suffix = text[:start] + indent, "\n" + text[end:].lstrip("\n") if end < len(text) else ""
     budget = prompt_budget(settings, model.config.max_seq_len)
-    ids = build_prompt(prefix, suffix, model.tokenizer, budget)
-    raw = generate_text(model, session, ids, GenerationConfig(max_tokens=settings.max_tokens), cancel)
+    ids, lead = heal_prompt(build_prompt(prefix, suffix, model.tokenizer, budget), model.tokenizer)
+    raw = generate_text(model, session, ids, GenerationConfig(max_tokens=settings.max_tokens),
+                        cancel, lead=lead)
     code = finish(raw, prefix, suffix)
     lines = code.split("\n")
     while lines and any(line.strip() for line in lines):  # the longest start that parses

@@ -11,6 +11,10 @@ counted from the start of the document; the fewest leading chunks that make it f
 dropped.  Chunk boundaries depend only on the text before them, so while the user types
 the window stays put (and the cache valid) until a whole chunk has to go.
 
+Token healing (model/healing.py): the prompt's last token is backed off and the first
+generated tokens must re-spell it, so a cursor after an auto-indent or an open bracket
+does not leave the model after a token it rarely saw end a prefix in training.
+
 Type-ahead (Copilot's behaviour): when the new prefix is the old prefix plus the start of
 the last suggestion (same suffix), the rest of that suggestion is the answer, no compute.
 
@@ -25,6 +29,7 @@ from dataclasses import dataclass
 
 from ..model import prompts
 from ..model.generation import GenerationConfig, GenerationStats, generate_ids
+from ..model.healing import LeadConstraint, heal_prompt
 from ..model.sampling import SamplingParams, TextStream
 from ..positions import line_ending
 from .postprocess import finish, mode
@@ -106,18 +111,22 @@ def build_prompt(prefix: str, suffix: str, tok, budget: int) -> list[int]:
 
 
 def generate_text(model, session, prompt_ids, config: GenerationConfig, cancel=None,
-                  stats: GenerationStats | None = None) -> str:
+                  stats: GenerationStats | None = None, lead: str = "") -> str:
     """Raw generated text after prompt_ids, on a session (its cache reused and restored to
-    exactly the prompt afterwards).  Never returns special tokens."""
+    exactly the prompt afterwards).  Never returns special tokens.  `lead`: the text token
+    healing took off the prompt's end (heal_prompt); the tokens must spell it first, and
+    it is not part of the result."""
     tok = model.tokenizer
     eot = tok.special("endoftext")
     banned = [i for i in tok.ids.values() if i != eot]
-    stream = TextStream(tok, config.stop)
+    stream = TextStream(tok, config.stop, lead)
+    constraint = LeadConstraint(tok, lead) if lead else None
     new = session.prepare(prompt_ids)
     pieces = []
     try:
         for tid in generate_ids(model.engine, session.cache, new, config, stop_ids=[eot],
-                                banned_ids=banned, cancel=cancel, stats=stats):
+                                banned_ids=banned, cancel=cancel, stats=stats,
+                                constraint=constraint):
             pieces.append(stream.push(tid))
             if stream.stopped:
                 if stats is not None:
@@ -145,7 +154,7 @@ class Completer:
         ahead = self._type_ahead(uri, prefix, suffix)
         if ahead is not None:
             return Completion(ahead, 0, True)
-        ids = self._prompt(prefix, suffix, settings)
+        ids, lead = self._prompt(prefix, suffix, settings)
         line_mode = mode(prefix, suffix) == "line"
         config = GenerationConfig(
             max_tokens=settings.max_tokens, stop=("\n",) if line_mode else (),
@@ -154,7 +163,7 @@ class Completer:
         session = self.sessions.get(uri)
         if not settings.kv_cache:
             session.reset()
-        raw = generate_text(self.model, session, ids, config, cancel, stats)
+        raw = generate_text(self.model, session, ids, config, cancel, stats, lead)
         if stats.stop_reason == "cancelled":
             return Completion("", session.last_prefill_tokens, False, "cancelled")
         out = finish(raw, prefix, suffix, line_ending(text))
@@ -167,7 +176,7 @@ class Completer:
         cancel between chunks keeps what was prefilled so far."""
         if not settings.kv_cache:
             return 0
-        ids = self._prompt(text[:offset], text[offset:], settings)
+        ids, _ = self._prompt(text[:offset], text[offset:], settings)
         session = self.sessions.get(uri)
         if common_prefix(session.ids, ids) >= len(ids) - 1:
             return 0
@@ -184,10 +193,12 @@ class Completer:
             session.idle_prefilled_tokens += done
         return done
 
-    def _prompt(self, prefix: str, suffix: str, settings) -> list[int]:
+    def _prompt(self, prefix: str, suffix: str, settings) -> tuple[list[int], str]:
+        """The healed prompt: its ids and the text the completion must re-spell first."""
         budget = prompt_budget(settings, self.model.config.max_seq_len)
-        return build_prompt(prefix.replace("\r\n", "\n"), suffix.replace("\r\n", "\n"),
-                            self.model.tokenizer, budget)
+        ids = build_prompt(prefix.replace("\r\n", "\n"), suffix.replace("\r\n", "\n"),
+                           self.model.tokenizer, budget)
+        return heal_prompt(ids, self.model.tokenizer)
 
     def _type_ahead(self, uri: str, prefix: str, suffix: str) -> str | None:
         last = self._last.get(uri)

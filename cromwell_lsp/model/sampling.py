@@ -35,15 +35,28 @@ class SamplingParams:
 
 
 class Sampler:
-    def __init__(self, params: SamplingParams = SamplingParams(), banned=()):
+    def __init__(self, params: SamplingParams = SamplingParams(), banned=(), constraint=None):
         self.params = params
         self.rng = np.random.default_rng(params.seed)
         self.banned = np.array(sorted(set(int(b) for b in banned)), dtype=np.int64)
+        self.constraint = constraint  # e.g. healing.LeadConstraint: allowed ids, advance(id)
 
     def __call__(self, logits: np.ndarray) -> int:
+        tid = self._pick(logits)
+        if self.constraint is not None:
+            self.constraint.advance(tid)
+        return tid
+
+    def _pick(self, logits: np.ndarray) -> int:
         logits = np.asarray(logits, dtype=np.float64).copy()  # (V,)
         if self.banned.size:
             logits[self.banned[self.banned < logits.size]] = -np.inf
+        if self.constraint is not None and self.constraint.active:
+            allowed = self.constraint.allowed()
+            allowed = allowed[allowed < logits.size]
+            keep = logits[allowed]
+            logits[:] = -np.inf
+            logits[allowed] = keep
         p = self.params
         if p.temperature == 0.0:
             return int(np.argmax(logits))
@@ -67,9 +80,10 @@ class Sampler:
 class TextStream:
     """Feed token ids one at a time; `push` returns the text that became safe to show."""
 
-    def __init__(self, tokenizer, stops=()):
+    def __init__(self, tokenizer, stops=(), lead: str = ""):
         self.tok = tokenizer
         self.stops = tuple(s for s in stops if s)
+        self.lead = lead          # text the tokens re-spell first (token healing): not shown
         self.ids: list[int] = []
         self.emitted = 0          # characters of the decoded text already returned
         self.stopped = False
@@ -90,6 +104,10 @@ class TextStream:
             return ""
         self.ids.append(int(tid))
         text = self.tok.decode(self.ids)
+        if self.lead:
+            if not text.startswith(self.lead):
+                return ""  # still re-spelling the healed text
+            text = text[len(self.lead):]
         for stop in self.stops:
             at = text.find(stop)
             if at >= 0:

@@ -47,6 +47,7 @@ class Tokenizer:
                 raise TokenizerError(f"{path}: special token {name} is missing")
             self.ids[name] = tid
         self.vocab_size = self._tok.get_vocab_size()
+        self._vocab_bytes: list[bytes] | None = None
 
     def special(self, name: str) -> int:
         return self.ids[name if name.startswith("<|") else f"<|{name}|>"]
@@ -87,3 +88,30 @@ class Tokenizer:
     def token_bytes(self, tid: int) -> str:
         """The text of one token (may be a partial UTF-8 sequence shown with U+FFFD)."""
         return self._tok.decode([int(tid)], skip_special_tokens=False)
+
+    def vocab_bytes(self) -> list[bytes]:
+        """The bytes of every token id (b"" for the special tokens), computed once: the
+        byte-level vocabulary writes each byte as one printable character, this undoes it."""
+        if self._vocab_bytes is None:
+            char_to_byte = {c: b for b, c in _byte_chars().items()}
+            table = [b""] * self.vocab_size
+            specials = set(self.ids.values())
+            for piece, tid in self._tok.get_vocab().items():
+                if tid < self.vocab_size and tid not in specials:
+                    table[tid] = bytes(char_to_byte[c] for c in piece)
+            self._vocab_bytes = table
+        return self._vocab_bytes
+
+
+def _byte_chars() -> dict[int, str]:
+    """The byte-level BPE's byte -> character table: printable Latin-1 bytes stand for
+    themselves, every other byte for the next unused code point from 256 on."""
+    keep = [*range(ord("!"), ord("~") + 1), *range(0xA1, 0xAC + 1), *range(0xAE, 0xFF + 1)]
+    table, extra = {}, 0
+    for b in range(256):
+        if b in keep:
+            table[b] = chr(b)
+        else:
+            table[b] = chr(256 + extra)
+            extra += 1
+    return table

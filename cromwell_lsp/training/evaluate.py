@@ -53,6 +53,7 @@ def completions(model, starts=STARTS, max_tokens: int = 96) -> list[dict]:
     from ..features.completion import build_prompt, generate_text
     from ..features.session import Session
     from ..model.generation import GenerationConfig
+    from ..model.healing import heal_prompt
     from ..model.sampling import SamplingParams
 
     from ..features.completion import prompt_budget
@@ -63,10 +64,11 @@ def completions(model, starts=STARTS, max_tokens: int = 96) -> list[dict]:
     budget = prompt_budget(Settings(max_tokens=max_tokens), n_ctx)
     out = []
     for start in starts:
-        ids = build_prompt(start, "", model.tokenizer, budget)
+        ids, lead = heal_prompt(build_prompt(start, "", model.tokenizer, budget), model.tokenizer)
         config = GenerationConfig(max_tokens=max_tokens, sampling=SamplingParams(temperature=0.0))
         t0 = time.perf_counter()
-        text = generate_text(model, Session(model.new_cache(len(ids) + max_tokens)), ids, config)
+        text = generate_text(model, Session(model.new_cache(len(ids) + max_tokens)), ids, config,
+                             lead=lead)
         ms = (time.perf_counter() - t0) * 1000
         code = cut_at_block_end(start + text)
         out.append({"start": start, "completion": code[len(start):], "parses": parses(code),
