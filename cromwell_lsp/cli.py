@@ -193,7 +193,8 @@ def _train_all(args, log) -> int:
     ev = timed("eval", lambda: evaluate.run(out, out / "export" / "model-int8.safetensors",
                                            corpus_dir, tok_path, log=log))
     summary = {"times_s": times, "total_min": round(sum(times.values()) / 60, 1), "export": report,
-               "completions_parse": ev["completions_parse"], "retrieval": ev["retrieval"],
+               "completions_parse": ev["completions_parse"],
+               "completions_parse_no_loop": ev["completions_parse_no_loop"], "retrieval": ev["retrieval"],
                "trained": ev["trained"], "unigram": ev["unigram"]}
     print(json.dumps(summary, indent=None if args.json else 2))
     return 0

@@ -63,6 +63,14 @@ def test_constrained_tokens_spell_the_lead_then_run_free(lead, seed):
     assert spelled.startswith(lead.encode()) and not constraint.active
 
 
+@pytest.mark.parametrize("lead", ["\n    ", " re", "(", "é", "\n"])
+def test_allowed_tokens_are_exactly_the_consistent_ones(lead):
+    left = lead.encode()
+    expect = [i for i, b in enumerate(PACKAGED.vocab_bytes())
+              if b and (b.startswith(left) or left.startswith(b))]
+    assert LeadConstraint(PACKAGED, lead).allowed().tolist() == expect
+
+
 def test_greedy_under_the_constraint_takes_the_best_allowed_token():
     constraint = LeadConstraint(PACKAGED, "\n    ")
     logits = np.zeros(PACKAGED.vocab_size)

@@ -77,7 +77,8 @@ def test_loss_falls_and_export_matches_the_twin(small_tokenizer, tmp_path):
         assert ev["unigram"][key] > 0
     assert len(ev["completions"]) == len(evaluate.STARTS)
     assert all(c["completion"] is not None and isinstance(c["parses"], bool)
-               for c in ev["completions"])
+               and isinstance(c["loops"], bool) for c in ev["completions"])
+    assert ev["completions_parse_no_loop"].endswith(f"/{len(evaluate.STARTS)}")
     r = ev["retrieval"]
     assert r["candidates"] == 8 and 0.0 <= r["top1"] <= r["top5"] <= 1.0
 
@@ -103,3 +104,12 @@ def test_block_cut_and_parse_check():
     assert cut_at_block_end(text) == "def f(n):\n    return n\n"
     assert parses(cut_at_block_end(text))
     assert not parses(cut_at_block_end("for i in range(3):\nx = 1\n"))
+
+
+def test_loop_check_flags_repetition_not_code():
+    from cromwell_lsp.training.evaluate import loops
+    assert loops('"""\n    """\n    """\n    """\n')  # parses, yet a loop
+    assert loops("x, 2, 2, 2, 2, 2, 2, 2, 2\n")
+    assert loops("    return self._name\n\n    return self._name\n    return self._name\n")
+    assert not loops("    if n < 2:\n        return n\n    return fib(n - 1) + fib(n - 2)\n")
+    assert not loops("    a = []\n    b = []\n    )\n    )\n    )\n")  # brackets: not lines

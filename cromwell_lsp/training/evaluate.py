@@ -4,13 +4,15 @@
    files, and bits per byte on held-out standard-library files, for the trained twin, the
    same model untrained (its initial weights) and a unigram model of the training tokens.
 2. Greedy completions of ordinary Python starts, through the engine and the server's SPM
-   prompt, cut at the end of their block: do they parse?
+   prompt (token-healed, as the server sends it), cut at the end of their block: do they
+   parse, and do they parse without looping (a repeated line parses, yet helps nobody)?
 3. Screenshot -> code retrieval in the joint space, through the engine: held-out functions
    rendered as screenshots; for each image, is its own code the nearest of the candidates?
 """
 from __future__ import annotations
 
 import random
+import re
 import time
 from pathlib import Path
 
@@ -47,6 +49,19 @@ def cut_at_block_end(text: str) -> str:
     return "\n".join(kept).rstrip() + "\n"
 
 
+_LOOP = re.compile(r"(.{2,12}?)\1{5,}", re.S)
+
+
+def loops(code: str) -> bool:
+    """Does the completion repeat itself: a line (not blank, not a lone bracket) three
+    times or more, or a short piece six times in a row ("1, 1, 1, ...")?  Such text can
+    parse (a run of string literals does) without being a useful completion."""
+    lines = [l.strip() for l in code.splitlines() if len(l.strip()) > 1]
+    if lines and max(lines.count(l) for l in set(lines)) >= 3:
+        return True
+    return bool(_LOOP.search(code))
+
+
 def completions(model, starts=STARTS, max_tokens: int = 96) -> list[dict]:
     """Greedy completion of each start (SPM prompt, empty suffix), cut at its block's end;
     the prompt budget is the server's for the model's context length."""
@@ -72,7 +87,7 @@ def completions(model, starts=STARTS, max_tokens: int = 96) -> list[dict]:
         ms = (time.perf_counter() - t0) * 1000
         code = cut_at_block_end(start + text)
         out.append({"start": start, "completion": code[len(start):], "parses": parses(code),
-                    "ms": round(ms, 1)})
+                    "loops": loops(code[len(start):]), "ms": round(ms, 1)})
     return out
 
 
@@ -167,6 +182,8 @@ def run(out: Path, weights: Path, corpus: Path, tokenizer: Path, eval_rows: int 
     comps = completions(model)
     report["completions"] = comps
     report["completions_parse"] = f"{sum(c['parses'] for c in comps)}/{len(comps)}"
+    report["completions_parse_no_loop"] = (
+        f"{sum(c['parses'] and not c['loops'] for c in comps)}/{len(comps)}")
     log("screenshot retrieval")
     report["retrieval"] = retrieval(model, heldout_snippets(corpus, n_snippets))
     report["weights"] = str(weights)
