@@ -147,7 +147,8 @@ def _cmd_train(args) -> int:
         from .training.align import AlignConfig, run as align_run
 
         knobs = {k: v for k, v in (("steps", args.steps), ("lr", args.lr), ("seed", args.seed),
-                                   ("batch", args.image_batch)) if v is not None}
+                                   ("batch", args.image_batch), ("side", args.image_side))
+                 if v is not None}
         print(json.dumps(align_run(AlignConfig(out=args.out, corpus=args.corpus,
                                                tokenizer=args.tokenizer, **knobs), log=log)))
         return 0
@@ -182,9 +183,11 @@ def _train_all(args, log) -> int:
                                              packages=[] if args.stdlib_only else corpus.PACKAGES, log=log))
     if not tok_path.exists():
         timed("tokenizer", lambda: tokenizer.train(corpus_dir, tok_path, args.vocab, log=log))
+    knobs = {k: v for k, v in vars(args).items() if k in _TRAIN_KNOBS and v is not None}
+    if args.config in ALL_STEPS:  # the whole pipeline within an hour on a 2-core CPU
+        knobs.setdefault("steps", ALL_STEPS[args.config])
     c = TrainConfig(model=args.config, corpus=str(corpus_dir), tokenizer=str(tok_path), out=str(out),
-                    compile=bool(args.compile), **{k: v for k, v in vars(args).items()
-                                                   if k in _TRAIN_KNOBS and v is not None})
+                    compile=bool(args.compile), **knobs)
     timed("train", lambda: train_main(c))
     report = timed("export", lambda: export(out / "ckpt.pt", out / "export", tok_path, log=log))
     if args.ship:
@@ -200,9 +203,10 @@ def _train_all(args, log) -> int:
     return 0
 
 
+ALL_STEPS = {"tiny": 1300}  # `train all` default: corpus + tokenizer + training + export < 1 h
 _TRAIN_KNOBS = {"steps": int, "batch_size": int, "seq_len": int, "lr": float, "warmup": int,
                 "image_every": int, "eval_every": int, "ckpt_every": int, "seed": int,
-                "max_minutes": float, "jepa_ramp": int, "image_batch": int}
+                "max_minutes": float, "jepa_ramp": int, "image_batch": int, "image_side": int}
 
 
 def _settings(args):

@@ -96,6 +96,8 @@ def test_loss_falls_and_export_matches_the_twin(small_tokenizer, tmp_path):
         if not name.startswith(("vision.", "joint.vision.")):
             assert not moved, name
     assert align(dataclasses.replace(cfg, steps=3), log=_quiet)["steps"] == 3  # resumed
+    aligned = torch.load(got["checkpoint"], weights_only=False)
+    assert aligned["train_config"]["image_side"] == 32 == aligned["align"]["side"]
 
 
 def test_block_cut_and_parse_check():
@@ -113,3 +115,39 @@ def test_loop_check_flags_repetition_not_code():
     assert loops("    return self._name\n\n    return self._name\n    return self._name\n")
     assert not loops("    if n < 2:\n        return n\n    return fib(n - 1) + fib(n - 2)\n")
     assert not loops("    a = []\n    b = []\n    )\n    )\n    )\n")  # brackets: not lines
+
+
+def test_two_processes_through_torchrun(small_tokenizer, tmp_path):
+    """DistributedDataParallel on two CPU processes (gloo), started by torchrun exactly as
+    on several GPUs: text and image steps (each leaves some parameters unused) run, every
+    rank's data position is checkpointed, the run resumes on two processes and refuses
+    to resume on one."""
+    import subprocess
+    import sys
+
+    tok, _ = small_tokenizer
+    out = tmp_path / "ddp"
+
+    def torchrun(steps, nproc=2):
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc_per_node={nproc}", "-m", "cromwell_lsp", "train", "run",
+               "--config", "tiny", "--corpus", str(tok.path.parent / "corpus"),
+               "--tokenizer", str(tok.path), "--out", str(out), "--steps", str(steps),
+               "--seq-len", "64", "--batch-size", "2", "--image-every", "2",
+               "--image-batch", "2", "--image-side", "32", "--eval-every", "1000",
+               "--ckpt-every", "2"]
+        env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+
+    done = torchrun(4)
+    assert done.returncode == 0, done.stderr[-3000:]
+    state = torch.load(out / "ckpt.pt", weights_only=False)
+    assert state["step"] == 4 and len(state["ranks"]) == 2
+    a, b = (r["stream"] for r in state["ranks"])
+    assert (a["order"], a["index"]) != (b["order"], b["index"])  # each rank its own files
+    assert all(torch.isfinite(t).all() for t in state["model"].values())
+    again = torchrun(6)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert torch.load(out / "ckpt.pt", weights_only=False)["step"] == 6
+    alone = torchrun(8, nproc=1)
+    assert alone.returncode != 0 and "resume it on as many" in alone.stderr

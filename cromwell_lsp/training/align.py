@@ -8,7 +8,8 @@ checkpoint, freezes everything but the vision encoder and its joint projection
 (optionally re-initialised), embeds each snippet's code with the frozen text side, and
 trains the image side with InfoNCE against those fixed targets: the image vectors move
 to where the code already is.  Batches are screenshots rendered as in training
-(data.image_batch).  Checkpoints (OUT/align.pt) resume exactly; the result is written as
+(data.image_batch), on a canvas of `side` pixels (default: the run's; larger ones keep
+10-point code legible, and the exported model then reads screenshots at that side).  Checkpoints (OUT/align.pt) resume exactly; the result is written as
 OUT/ckpt-aligned.pt, a checkpoint `cromwell train export --ckpt` takes.
 """
 from __future__ import annotations
@@ -41,6 +42,7 @@ class AlignConfig:
     warmup: int = 20
     temperature: float = 0.07
     reinit: bool = True
+    side: int = 0               # screenshot side in pixels (0: the run's image_side)
     seed: int = 0
     ckpt_every: int = 50
 
@@ -52,7 +54,7 @@ def trainable(name: str) -> bool:
 def run(c: AlignConfig, log=print) -> dict:
     out = Path(c.out)
     model, state = load_checkpoint(out / "ckpt.pt")
-    side = state["train_config"].get("image_side", 96)
+    side = c.side or state["train_config"].get("image_side", 96)
     tok = Tokenizer(c.tokenizer)
     if state["tokenizer_sha256"] != tok.sha256:
         raise ValueError(f"{out / 'ckpt.pt'} was trained with another tokenizer than {c.tokenizer}")
@@ -107,8 +109,11 @@ def run(c: AlignConfig, log=print) -> dict:
             torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
                         "hist": hist, "rng": rng.getstate()}, tmp)
             os.replace(tmp, resume)
-    aligned = {**state, "model": model.state_dict(), "align": {"steps": step, "batch": c.batch,
-                                                                "final_loss": hist[-1]["loss"]}}
+    # the side travels with the checkpoint: export writes it as the model's screenshot side
+    aligned = {**state, "model": model.state_dict(),
+               "train_config": {**state["train_config"], "image_side": side},
+               "align": {"steps": step, "batch": c.batch, "side": side,
+                         "final_loss": hist[-1]["loss"]}}
     torch.save(aligned, out / "ckpt-aligned.pt")
     last = hist[-20:]
     return {"steps": step, "loss": sum(h["loss"] for h in last) / len(last),

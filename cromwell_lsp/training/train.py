@@ -93,6 +93,33 @@ def info_nce(a, b, temperature: float = 0.07):
     return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
 
 
+class StepLoss(torch.nn.Module):
+    """A step's losses as one forward of one module, so DistributedDataParallel sees every
+    parameter the step uses: the alignment's pooled vectors read joint.vision, which the
+    model's own forward does not, and a text step leaves the vision encoder unused (hence
+    find_unused_parameters).  Returns (LM loss, second loss): JEPA on text rows, InfoNCE on
+    image rows (zero for a Llama-shaped model)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, ids, mask, images=None, span=None, codes=None, code_mask=None):
+        m = self.model
+        if images is None:
+            out = m(ids[:, :-1])
+            lm = masked_ce(out.logits, ids, mask)[0]
+            if out.preds is None:
+                return lm, torch.zeros((), device=lm.device)
+            return lm, jepa_loss(out.preds.float(), out.z.float(), m.cfg.step_weights)
+        out = m(ids[:, :-1], images, span, jepa=False)
+        lm = masked_ce(out.logits, ids, mask)[0]
+        img = m.pool_image(out.vision)  # the forward's vision tokens, pooled in fp32
+        txt = m.embed_text(codes, code_mask)
+        with torch.autocast(img.device.type, enabled=False):  # similarities in fp32 too
+            return lm, info_nce(img, txt)
+
+
 def _param_groups(model, weight_decay):
     decay, no_decay = [], []
     for name, p in model.named_parameters():
@@ -127,10 +154,10 @@ class Trainer:
         self.tokens_seen = 0
         self.elapsed = 0.0
         self._resume()
-        self.fwd = self.model
+        self.fwd = StepLoss(self.model)
         if self.world > 1:
             from torch.nn.parallel import DistributedDataParallel
-            self.fwd = DistributedDataParallel(self.model)
+            self.fwd = DistributedDataParallel(self.fwd, find_unused_parameters=True)
         if c.compile:
             self.fwd = torch.compile(self.fwd)
         self.val = self._val_sets()
@@ -140,11 +167,18 @@ class Trainer:
         return self.out / "ckpt.pt"
 
     def save(self) -> None:
+        """Rank 0 writes; the data position and image RNG of every rank go in, so each rank
+        resumes its own share of the files."""
+        mine = {"stream": self.stream.state(), "img_rng": self.img_rng.getstate()}
+        ranks = [mine]
+        if self.world > 1:
+            ranks = [None] * self.world
+            torch.distributed.all_gather_object(ranks, mine)
         if self.rank:
             return
         state = {"model": self.model.state_dict(), "opt": self.opt.state_dict(),
                  "step": self.step, "tokens_seen": self.tokens_seen, "elapsed": self.elapsed,
-                 "stream": self.stream.state(), "img_rng": self.img_rng.getstate(),
+                 "stream": mine["stream"], "img_rng": mine["img_rng"], "ranks": ranks,
                  "torch_rng": torch.get_rng_state(), "train_config": dataclasses.asdict(self.c),
                  "model_config": self.cfg.to_dict(), "tokenizer_sha256": self.tok.sha256}
         tmp = self._ckpt_path().with_suffix(".tmp")
@@ -161,8 +195,12 @@ class Trainer:
         self.model.load_state_dict(s["model"])
         self.opt.load_state_dict(s["opt"])
         self.step, self.tokens_seen, self.elapsed = s["step"], s["tokens_seen"], s["elapsed"]
-        self.stream.restore(s["stream"])
-        r = s["img_rng"]
+        ranks = s.get("ranks") or [{"stream": s["stream"], "img_rng": s["img_rng"]}]
+        if len(ranks) != self.world:
+            raise ValueError(f"{path} was written by a run on {len(ranks)} process(es); resume "
+                             f"it on as many (this is {self.world})")
+        self.stream.restore(ranks[self.rank]["stream"])
+        r = ranks[self.rank]["img_rng"]
         self.img_rng.setstate((r[0], tuple(r[1]), r[2]))
         torch.set_rng_state(s["torch_rng"])
         self.log(f"resumed from {path} at step {self.step}")
@@ -173,11 +211,9 @@ class Trainer:
         return torch.autocast(dev, dtype=torch.bfloat16, enabled=self.c.bf16)
 
     def _text_loss(self, ids, mask):
-        out = self.fwd(ids[:, :-1])
-        lm, _, _ = masked_ce(out.logits, ids, mask)
-        if out.preds is None:  # a Llama-shaped model: the LM loss alone
+        lm, jl = self.fwd(ids, mask)
+        if not self.cfg.has_vision:  # a Llama-shaped model: the LM loss alone
             return lm, {"lm": lm.item()}
-        jl = jepa_loss(out.preds.float(), out.z.float(), self.cfg.step_weights)
         return self.c.lm_weight * lm + self.jepa_weight_at(self.step) * jl, {"lm": lm.item(),
                                                                              "jepa": jl.item()}
 
@@ -193,12 +229,7 @@ class Trainer:
     def _image_loss(self, batch):
         images, ids, mask, codes, code_mask, span = (
             torch.as_tensor(a).to(self.device) if isinstance(a, np.ndarray) else a for a in batch)
-        out = self.fwd(ids[:, :-1], images, span, jepa=False)
-        lm, _, _ = masked_ce(out.logits, ids, mask)
-        img = self.model.pool_image(out.vision)  # the forward's vision tokens, pooled in fp32
-        txt = self.model.embed_text(codes, code_mask)
-        with torch.autocast(img.device.type, enabled=False):  # similarities in fp32 too
-            align = info_nce(img, txt)
+        lm, align = self.fwd(ids, mask, images, span, codes, code_mask)
         return self.c.lm_weight * lm + self.c.align_weight * align, {"image_lm": lm.item(),
                                                                      "align": align.item()}
 
@@ -318,11 +349,19 @@ class Trainer:
             if self.rank == 0 and (self.step % c.eval_every == 0 or self.step == c.steps):
                 self._write_log({"step": self.step, **self.evaluate()})
                 self.plot()
-            if c.max_minutes and time.time() - session_start > c.max_minutes * 60:
+            if c.max_minutes and self._all_stop(time.time() - session_start > c.max_minutes * 60):
                 self.save()
                 self.log(f"stopping after {c.max_minutes} minutes; run again to resume")
                 break
         return {"step": self.step, "tokens": self.tokens_seen, "elapsed_s": self.elapsed}
+
+    def _all_stop(self, mine: bool) -> bool:
+        """Rank 0's decision, for every rank (ranks that stopped apart would wait forever)."""
+        if self.world == 1:
+            return mine
+        flag = torch.tensor([1 if mine else 0], dtype=torch.int32)
+        torch.distributed.broadcast(flag, 0)
+        return bool(flag.item())
 
     def _write_log(self, entry: dict) -> None:
         with open(self.out / "log.jsonl", "a", encoding="utf-8") as f:
@@ -390,4 +429,8 @@ def unigram_bpb(corpus: Path, tok: Tokenizer, texts, logp: np.ndarray | None = N
 
 def main(c: TrainConfig) -> dict:
     trainer = Trainer(c, log=lambda m: print(m, file=sys.stderr, flush=True))
-    return trainer.run()
+    try:
+        return trainer.run()
+    finally:
+        if trainer.world > 1:
+            torch.distributed.destroy_process_group()
