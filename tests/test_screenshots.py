@@ -36,3 +36,27 @@ def test_to_array_shapes():
     raw = np.asarray(small)
     h, w = raw.shape[:2]
     assert np.allclose(preprocess(raw)[:h, :w], S.to_array(small, max_side=4096)[:h, :w], atol=1e-6)
+
+
+def test_glyph_cells_hold_the_ink_and_label_the_patches():
+    code = "def area(r):\n    return 3.14159 * r ** 2\n"
+    for seed in range(4):
+        img, glyphs = S.render_with_layout(code, random.Random(seed), font_size=11)
+        drawn = "".join(g.char for g in glyphs).replace(" ", "")
+        assert set(code.replace(" ", "").replace("\n", "")) <= set(drawn)
+        a = np.asarray(img).astype(int)
+        ink = np.abs(a - a[0, 0]).sum(-1) > 60
+        for g in glyphs:  # every visible character has ink inside its own cell
+            cell = ink[int(g.y):int(g.y + g.h), int(g.x):int(g.x + g.w)]
+            assert g.char == " " or cell.any(), (seed, g)
+        side = 4 * ((max(img.size) + 3) // 4)
+        labels = S.char_labels(glyphs, 1.0, side)
+        assert {S.char_class(c) for c in drawn} == set(np.unique(labels)) - {0}
+        # patches labelled with a character are inkier than background patches
+        h, w = ink.shape
+        padded = np.zeros((side, side), dtype=bool)
+        padded[:h, :w] = ink
+        density = padded.reshape(side // 4, 4, side // 4, 4).mean((1, 3))
+        assert density[labels > 0].mean() > 4 * density[labels == 0].mean()
+        half = S.char_labels(glyphs, 0.5, side // 2)  # the same text, scaled down
+        assert set(np.unique(half)) <= set(np.unique(labels)) and (half > 0).sum() > 0

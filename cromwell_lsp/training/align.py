@@ -7,10 +7,14 @@ language model was still learning what code is.  This stage starts from the trai
 checkpoint, freezes everything but the vision encoder and its joint projection
 (optionally re-initialised), embeds each snippet's code with the frozen text side, and
 trains the image side with InfoNCE against those fixed targets: the image vectors move
-to where the code already is.  Batches are screenshots rendered as in training
-(data.image_batch), on a canvas of `side` pixels (default: the run's; larger ones keep
-10-point code legible, and the exported model then reads screenshots at that side).  Checkpoints (OUT/align.pt) resume exactly; the result is written as
-OUT/ckpt-aligned.pt, a checkpoint `cromwell train export --ckpt` takes.
+to where the code already is.  A reading loss guides the image side meanwhile: a linear
+head on each vision token names the character under that patch (the renderer knows
+where it drew every glyph, screenshots.char_labels), a dense signal that teaches the
+encoder to see characters long before the contrastive loss alone would.  The head is
+used only here.  Screenshots are drawn as in training on a canvas of `side` pixels
+(default: the run's; larger ones keep 10-point code legible, and the exported model then
+reads screenshots at that side).  Checkpoints (OUT/align.pt) resume exactly; the result
+is written as OUT/ckpt-aligned.pt, a checkpoint `cromwell train export --ckpt` takes.
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..model.tokenizer import Tokenizer
@@ -43,12 +48,54 @@ class AlignConfig:
     temperature: float = 0.07
     reinit: bool = True
     side: int = 0               # screenshot side in pixels (0: the run's image_side)
+    ocr_weight: float = 1.0     # weight of the per-patch character loss (0: InfoNCE alone)
     seed: int = 0
     ckpt_every: int = 50
 
 
 def trainable(name: str) -> bool:
     return name.startswith(("vision.", "joint.vision."))
+
+
+N_CHAR_CLASSES = 96  # screenshots.char_class: space/background, "!".."~", anything else
+BACKGROUND_WEIGHT = 0.1  # most patches are background; the characters carry the signal
+
+
+def ocr_batch(texts, tok, rng: random.Random, n: int, side: int, max_tokens: int = 512):
+    """n screenshots [n, side, side, 3], the character under each patch [n, side/4, side/4]
+    (screenshots.char_labels), and the code's tokens for the text side [n, L] + mask."""
+    from . import tasks
+    from .screenshots import char_labels, render_with_layout, screenshot_canvas
+
+    images, labels, codes = [], [], []
+    while len(images) < n:
+        _, text = rng.choice(texts)
+        snippets = tasks.function_snippets(text, max_lines=D.SCREENSHOT_LINES)
+        snippets = [s for s in snippets if D.fits_screenshot(s)]
+        if not snippets:
+            continue
+        code = rng.choice(snippets)
+        image, glyphs = render_with_layout(code, rng, font_size=rng.choice(D.SCREENSHOT_FONT_SIZES))
+        scale = min(1.0, side / max(image.size))
+        images.append(screenshot_canvas(image, side))
+        labels.append(char_labels(glyphs, scale, side))
+        codes.append(tok.encode(code)[:max_tokens])
+    L = max(map(len, codes))
+    ids = np.full((n, L), tok.special("pad"), dtype=np.int64)
+    mask = np.zeros((n, L), dtype=np.float32)
+    for i, c in enumerate(codes):
+        ids[i, :len(c)], mask[i, :len(c)] = c, 1.0
+    return np.stack(images), np.stack(labels), ids, mask
+
+
+def ocr_loss(head, vision_tokens, labels):
+    """Cross-entropy of the character under each patch, background patches down-weighted."""
+    logits = head(vision_tokens.float()).reshape(-1, N_CHAR_CLASSES)
+    target = labels.reshape(-1)
+    ce = torch.nn.functional.cross_entropy(logits, target, reduction="none")
+    w = torch.where(target == 0, BACKGROUND_WEIGHT, 1.0)
+    hit = (logits.argmax(-1) == target) & (target != 0)
+    return (ce * w).sum() / w.sum(), float(hit.sum() / (target != 0).sum().clamp_min(1))
 
 
 def run(c: AlignConfig, log=print) -> dict:
@@ -67,6 +114,9 @@ def run(c: AlignConfig, log=print) -> dict:
         p.requires_grad_(trainable(name))
         if trainable(name):
             params.append(p)
+    # a reading head on the vision tokens, used only here (not part of the exported model)
+    head = torch.nn.Linear(model.cfg.vision_dim, N_CHAR_CLASSES)
+    params += list(head.parameters())
     opt = torch.optim.AdamW(params, lr=c.lr, betas=(0.9, 0.95), weight_decay=0.01)
     texts = [(r["path"], r["text"]) for r in read_jsonl(Path(c.corpus) / "train.jsonl")]
     rng = random.Random(c.seed + 7)
@@ -75,6 +125,7 @@ def run(c: AlignConfig, log=print) -> dict:
     if resume.exists():
         s = torch.load(resume, map_location="cpu", weights_only=False)
         model.load_state_dict(s["model"])
+        head.load_state_dict(s["head"])
         opt.load_state_dict(s["opt"])
         step, hist = s["step"], s["hist"]
         r = s["rng"]
@@ -86,11 +137,14 @@ def run(c: AlignConfig, log=print) -> dict:
         lr = c.lr * min(1.0, (step + 1) / c.warmup) * 0.5 * (1 + math.cos(math.pi * step / c.steps))
         for g in opt.param_groups:
             g["lr"] = lr
-        images, _, _, codes, code_mask, _ = D.image_batch(texts, tok, rng, c.batch, side, 512)
+        images, labels, codes, code_mask = ocr_batch(texts, tok, rng, c.batch, side)
         with torch.no_grad():
             txt = model.embed_text(torch.as_tensor(codes), torch.as_tensor(code_mask))
-        img = model.embed_image(torch.as_tensor(images))
-        loss = info_nce(img, txt, c.temperature)
+        v = model.vision(torch.as_tensor(images))
+        img = model.pool_image(v)
+        nce = info_nce(img, txt, c.temperature)
+        ocr, read = ocr_loss(head, v, torch.as_tensor(labels))
+        loss = nce + c.ocr_weight * ocr
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -98,15 +152,21 @@ def run(c: AlignConfig, log=print) -> dict:
         step += 1
         with torch.no_grad():
             acc = float(((img @ txt.T).argmax(1) == torch.arange(len(img))).float().mean())
-        hist.append({"step": step, "loss": loss.item(), "batch_top1": acc})
+        hist.append({"step": step, "loss": nce.item(), "ocr": ocr.item(), "chars_read": read,
+                     "batch_top1": acc})
         if step % 10 == 0:
             recent = hist[-10:]
-            log(f"align step {step}/{c.steps} loss {sum(h['loss'] for h in recent) / 10:.3f} "
-                f"batch top-1 {sum(h['batch_top1'] for h in recent) / 10:.2f} "
-                f"(chance {1 / c.batch:.2f}) {time.time() - t0:.0f} s")
+
+            def mean(k):
+                return sum(h[k] for h in recent) / len(recent)
+            log(f"align step {step}/{c.steps} InfoNCE {mean('loss'):.3f} "
+                f"(chance {math.log(c.batch):.3f}) batch top-1 {mean('batch_top1'):.2f} "
+                f"(chance {1 / c.batch:.2f}) characters {mean('ocr'):.3f} read "
+                f"{mean('chars_read'):.2f} {time.time() - t0:.0f} s")
         if step % c.ckpt_every == 0 or step == c.steps:
             tmp = resume.with_suffix(".tmp")
-            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
+            torch.save({"model": model.state_dict(), "head": head.state_dict(),
+                        "opt": opt.state_dict(), "step": step,
                         "hist": hist, "rng": rng.getstate()}, tmp)
             os.replace(tmp, resume)
     # the side travels with the checkpoint: export writes it as the model's screenshot side
@@ -118,4 +178,5 @@ def run(c: AlignConfig, log=print) -> dict:
     last = hist[-20:]
     return {"steps": step, "loss": sum(h["loss"] for h in last) / len(last),
             "batch_top1": sum(h["batch_top1"] for h in last) / len(last),
+            "chars_read": sum(h["chars_read"] for h in last) / len(last),
             "checkpoint": str(out / "ckpt-aligned.pt")}

@@ -10,6 +10,7 @@ later image would contain every earlier one.
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -20,9 +21,48 @@ STYLES = ("default", "monokai", "friendly", "solarized-dark", "solarized-light",
 FONT = "DejaVu Sans Mono"
 
 
-def render(code: str, rng: random.Random | None = None, *, style: str | None = None,
-           font_size: int | None = None, line_numbers: bool | None = None):
-    """A PIL RGB image of `code` highlighted as Python."""
+@dataclass(frozen=True)
+class Glyph:
+    """One drawn character: its cell (x, y, w, h) in the render's pixels."""
+    x: float
+    y: float
+    w: float
+    h: float
+    char: str
+
+
+def render(code: str, rng: random.Random | None = None, **kw):
+    """A PIL RGB image of `code` highlighted as Python (see render_with_layout)."""
+    return render_with_layout(code, rng, **kw)[0]
+
+
+def char_class(ch: str) -> int:
+    """0 for a space, 1..94 for "!".."~", 95 for any other character."""
+    return 0 if ch == " " else (ord(ch) - 32 if "!" <= ch <= "~" else 95)
+
+
+def char_labels(glyphs: list[Glyph], scale: float, side: int, patch: int = 4) -> np.ndarray:
+    """The character under the centre of each patch of a `side`-pixel canvas that holds
+    the render scaled by `scale` at its top left: [side/patch, side/patch] int64 classes
+    (char_class; 0 also for the background)."""
+    g = side // patch
+    out = np.zeros((g, g), dtype=np.int64)
+    for gl in glyphs:
+        cls = char_class(gl.char)
+        if not cls:
+            continue
+        # patches whose centre (i * patch + patch / 2) / scale lies inside the cell
+        lo_x = int(np.ceil(gl.x * scale / patch - 0.5))
+        hi_x = int(np.ceil((gl.x + gl.w) * scale / patch - 0.5))
+        lo_y = int(np.ceil(gl.y * scale / patch - 0.5))
+        hi_y = int(np.ceil((gl.y + gl.h) * scale / patch - 0.5))
+        out[max(lo_y, 0):min(hi_y, g), max(lo_x, 0):min(hi_x, g)] = cls
+    return out
+
+
+def render_with_layout(code: str, rng: random.Random | None = None, *, style: str | None = None,
+                       font_size: int | None = None, line_numbers: bool | None = None):
+    """(PIL RGB image of `code` highlighted as Python, the Glyph of every character drawn)."""
     from pygments import highlight
     from pygments.formatters import ImageFormatter
     from pygments.lexers import PythonLexer
@@ -42,6 +82,10 @@ def render(code: str, rng: random.Random | None = None, *, style: str | None = N
     from PIL import Image
 
     png = highlight(code, PythonLexer(), fmt)
-    return Image.open(io.BytesIO(png)).convert("RGB")
+    glyphs = []  # each drawn run of text (tokens and line numbers) split into characters
+    for (x, y), text, *_ in fmt.drawables:
+        width = fmt.fonts.get_text_size(text)[0] / max(len(text), 1)
+        glyphs += [Glyph(x + i * width, y, width, fmt.fonth, ch) for i, ch in enumerate(text)]
+    return Image.open(io.BytesIO(png)).convert("RGB"), glyphs
 
 
