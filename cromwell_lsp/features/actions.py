@@ -23,10 +23,9 @@ from dataclasses import dataclass
 
 from ..model import prompts
 from ..model.generation import GenerationConfig
-from ..model.healing import heal_prompt
 from ..positions import line_ending
 from .analysis import empty_functions, image_refs, parses, syntax_errors, undocumented
-from .completion import build_prompt, generate_text, prompt_budget
+from .completion import generate_text, healed_prompt, prompt_budget
 from .postprocess import finish
 
 REPAIR_CONTEXT_LINES = 8
@@ -122,7 +121,7 @@ def _body(model, session, action, text, settings, cancel) -> Edit | None:
     indent = " " * first.col_offset
     prefix, suffix = text[:start] + indent, "\n" + text[end:].lstrip("\n") if end < len(text) else ""
     budget = prompt_budget(settings, model.config.max_seq_len)
-    ids, lead = heal_prompt(build_prompt(prefix, suffix, model.tokenizer, budget), model.tokenizer)
+    ids, lead = healed_prompt(prefix, suffix, model.tokenizer, budget)
     raw = generate_text(model, session, ids, GenerationConfig(max_tokens=settings.max_tokens),
                         cancel, lead=lead)
     code = finish(raw, prefix, suffix)

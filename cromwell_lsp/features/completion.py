@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from ..model import prompts
 from ..model.generation import GenerationConfig, GenerationStats, generate_ids
-from ..model.healing import LeadConstraint, heal_prompt
+from ..model.healing import LeadConstraint, heal_prompt, vocab_index
 from ..model.sampling import SamplingParams, TextStream
 from ..positions import line_ending
 from .postprocess import finish, mode
@@ -110,6 +110,12 @@ def build_prompt(prefix: str, suffix: str, tok, budget: int) -> list[int]:
     return ids
 
 
+def healed_prompt(prefix: str, suffix: str, tok, budget: int) -> tuple[list[int], str]:
+    """build_prompt's ids with token healing applied (heal_prompt): the ids to send and
+    the text the generated tokens must spell first (generate_text's `lead`)."""
+    return heal_prompt(build_prompt(prefix, suffix, tok, budget), tok)
+
+
 def generate_text(model, session, prompt_ids, config: GenerationConfig, cancel=None,
                   stats: GenerationStats | None = None, lead: str = "") -> str:
     """Raw generated text after prompt_ids, on a session (its cache reused and restored to
@@ -148,6 +154,7 @@ class Completer:
     def __init__(self, model, sessions):
         self.model, self.sessions = model, sessions
         self._last: dict[str, _Suggestion] = {}
+        vocab_index(model.tokenizer)  # token healing's index, now rather than on a keystroke
 
     def complete(self, uri: str, text: str, offset: int, settings, cancel=None) -> Completion:
         prefix, suffix = text[:offset], text[offset:]
@@ -196,9 +203,8 @@ class Completer:
     def _prompt(self, prefix: str, suffix: str, settings) -> tuple[list[int], str]:
         """The healed prompt: its ids and the text the completion must re-spell first."""
         budget = prompt_budget(settings, self.model.config.max_seq_len)
-        ids = build_prompt(prefix.replace("\r\n", "\n"), suffix.replace("\r\n", "\n"),
-                           self.model.tokenizer, budget)
-        return heal_prompt(ids, self.model.tokenizer)
+        return healed_prompt(prefix.replace("\r\n", "\n"), suffix.replace("\r\n", "\n"),
+                             self.model.tokenizer, budget)
 
     def _type_ahead(self, uri: str, prefix: str, suffix: str) -> str | None:
         last = self._last.get(uri)

@@ -65,13 +65,10 @@ def loops(code: str) -> bool:
 def completions(model, starts=STARTS, max_tokens: int = 96) -> list[dict]:
     """Greedy completion of each start (SPM prompt, empty suffix), cut at its block's end;
     the prompt budget is the server's for the model's context length."""
-    from ..features.completion import build_prompt, generate_text
+    from ..features.completion import generate_text, healed_prompt, prompt_budget
     from ..features.session import Session
     from ..model.generation import GenerationConfig
-    from ..model.healing import heal_prompt
     from ..model.sampling import SamplingParams
-
-    from ..features.completion import prompt_budget
     from ..settings import Settings
 
     n_ctx = model.engine.cfg.max_seq_len
@@ -79,7 +76,7 @@ def completions(model, starts=STARTS, max_tokens: int = 96) -> list[dict]:
     budget = prompt_budget(Settings(max_tokens=max_tokens), n_ctx)
     out = []
     for start in starts:
-        ids, lead = heal_prompt(build_prompt(start, "", model.tokenizer, budget), model.tokenizer)
+        ids, lead = healed_prompt(start, "", model.tokenizer, budget)
         config = GenerationConfig(max_tokens=max_tokens, sampling=SamplingParams(temperature=0.0))
         t0 = time.perf_counter()
         text = generate_text(model, Session(model.new_cache(len(ids) + max_tokens)), ids, config,
