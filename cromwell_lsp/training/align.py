@@ -64,28 +64,12 @@ BACKGROUND_WEIGHT = 0.1  # most patches are background; the characters carry the
 def ocr_batch(texts, tok, rng: random.Random, n: int, side: int, max_tokens: int = 512):
     """n screenshots [n, side, side, 3], the character under each patch [n, side/4, side/4]
     (screenshots.char_labels), and the code's tokens for the text side [n, L] + mask."""
-    from . import tasks
-    from .screenshots import char_labels, render_with_layout, screenshot_canvas
+    from .screenshots import char_labels
 
-    images, labels, codes = [], [], []
-    while len(images) < n:
-        _, text = rng.choice(texts)
-        snippets = tasks.function_snippets(text, max_lines=D.SCREENSHOT_LINES)
-        snippets = [s for s in snippets if D.fits_screenshot(s)]
-        if not snippets:
-            continue
-        code = rng.choice(snippets)
-        image, glyphs = render_with_layout(code, rng, font_size=rng.choice(D.SCREENSHOT_FONT_SIZES))
-        scale = min(1.0, side / max(image.size))
-        images.append(screenshot_canvas(image, side))
-        labels.append(char_labels(glyphs, scale, side))
-        codes.append(tok.encode(code)[:max_tokens])
-    L = max(map(len, codes))
-    ids = np.full((n, L), tok.special("pad"), dtype=np.int64)
-    mask = np.zeros((n, L), dtype=np.float32)
-    for i, c in enumerate(codes):
-        ids[i, :len(c)], mask[i, :len(c)] = c, 1.0
-    return np.stack(images), np.stack(labels), ids, mask
+    shots = [D.draw_screenshot(texts, rng, side) for _ in range(n)]
+    ids, mask = D.pad_rows([tok.encode(s.code)[:max_tokens] for s in shots], tok.special("pad"))
+    return (np.stack([s.canvas for s in shots]),
+            np.stack([char_labels(s.glyphs, s.scale, side) for s in shots]), ids, mask)
 
 
 def ocr_loss(head, vision_tokens, labels):

@@ -15,6 +15,7 @@ answer; the alignment loss pairs each screenshot with its code.
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -115,36 +116,58 @@ def fits_screenshot(code: str) -> bool:
     return max(len(line) for line in code.splitlines()) <= SCREENSHOT_COLUMNS
 
 
-def image_batch(texts, tok, rng: random.Random, n: int, side: int, max_tokens: int):
-    """n screenshots [n, side, side, 3] float32 in [0, 1], token rows [n, L] (prompt + code
-    + end, padded), loss masks, code-only token rows for the alignment loss [n, Lc],
-    and the prompt span (p0, p1) the image->text attention reads."""
-    images, rows, masks, codes = [], [], [], []
-    head = prompts.image_to_code()
-    while len(images) < n:
-        path, text = rng.choice(texts)
+@dataclass
+class Screenshot:
+    code: str
+    canvas: np.ndarray  # [side, side, 3]: the render scaled onto the training canvas
+    glyphs: list        # screenshots.Glyph of every drawn character, in render pixels
+    scale: float        # render pixels -> canvas pixels
+
+
+def draw_screenshot(texts, rng: random.Random, side: int) -> Screenshot:
+    """A random function of the corpus that fits a screenshot, drawn in a random look."""
+    while True:
+        _, text = rng.choice(texts)
         snippets = tasks.function_snippets(text, max_lines=SCREENSHOT_LINES)
         if not snippets:
             continue
         code = rng.choice(snippets)
         if not fits_screenshot(code):
             continue
-        canvas = screenshots.screenshot_canvas(
-            screenshots.render(code, rng, font_size=rng.choice(SCREENSHOT_FONT_SIZES)), side)
-        ids, mask = prompts.encode(head + [("text", code), ("special", "endoftext")], tok,
+        image, glyphs = screenshots.render_with_layout(
+            code, rng, font_size=rng.choice(SCREENSHOT_FONT_SIZES))
+        return Screenshot(code, screenshots.screenshot_canvas(image, side), glyphs,
+                          min(1.0, side / max(image.size)))
+
+
+def pad_rows(rows: list[list[int]], pad: int, masks: list[list[int]] | None = None):
+    """Token rows padded to the longest: ids [n, L] int64 and a float32 mask (the given
+    masks, else 1 on every real token)."""
+    L = max(map(len, rows))
+    ids = np.full((len(rows), L), pad, dtype=np.int64)
+    mask = np.zeros((len(rows), L), dtype=np.float32)
+    for i, r in enumerate(rows):
+        ids[i, :len(r)] = r
+        mask[i, :len(r)] = masks[i] if masks is not None else 1.0
+    return ids, mask
+
+
+def image_batch(texts, tok, rng: random.Random, n: int, side: int, max_tokens: int):
+    """n screenshots [n, side, side, 3] float32 in [0, 1], token rows [n, L] (prompt + code
+    + end, padded), loss masks, code-only token rows for the alignment loss [n, Lc],
+    and the prompt span (p0, p1) the image->text attention reads."""
+    images, rows, masks, codes = [], [], [], []
+    head = prompts.image_to_code()
+    for _ in range(n):
+        shot = draw_screenshot(texts, rng, side)
+        ids, mask = prompts.encode(head + [("text", shot.code), ("special", "endoftext")], tok,
                                    answer_from=len(head))
-        images.append(canvas)
+        images.append(shot.canvas)
         rows.append(ids[:max_tokens])
         masks.append(mask[:max_tokens])
-        codes.append(tok.encode(code)[:max_tokens])
+        codes.append(tok.encode(shot.code)[:max_tokens])
     pad = tok.special("pad")
-    L, Lc = max(map(len, rows)), max(map(len, codes))
-    ids = np.full((n, L), pad, dtype=np.int64)
-    msk = np.zeros((n, L), dtype=np.float32)
-    cod = np.full((n, Lc), pad, dtype=np.int64)
-    cod_mask = np.zeros((n, Lc), dtype=np.float32)
-    for i, (r, m, c) in enumerate(zip(rows, masks, codes)):
-        ids[i, :len(r)], msk[i, :len(m)] = r, m
-        cod[i, :len(c)], cod_mask[i, :len(c)] = c, 1.0
+    ids, msk = pad_rows(rows, pad, masks)
+    cod, cod_mask = pad_rows(codes, pad)
     n_prompt = len(prompts.encode(head, tok)[0])
     return np.stack(images), ids, msk, cod, cod_mask, (0, n_prompt)
