@@ -178,7 +178,7 @@ class Trainer:
             return
         state = {"model": self.model.state_dict(), "opt": self.opt.state_dict(),
                  "step": self.step, "tokens_seen": self.tokens_seen, "elapsed": self.elapsed,
-                 "stream": mine["stream"], "img_rng": mine["img_rng"], "ranks": ranks,
+                 "ranks": ranks,
                  "torch_rng": torch.get_rng_state(), "train_config": dataclasses.asdict(self.c),
                  "model_config": self.cfg.to_dict(), "tokenizer_sha256": self.tok.sha256}
         tmp = self._ckpt_path().with_suffix(".tmp")
@@ -195,6 +195,7 @@ class Trainer:
         self.model.load_state_dict(s["model"])
         self.opt.load_state_dict(s["opt"])
         self.step, self.tokens_seen, self.elapsed = s["step"], s["tokens_seen"], s["elapsed"]
+        # checkpoints written before "ranks" kept the one process's position at top level
         ranks = s.get("ranks") or [{"stream": s["stream"], "img_rng": s["img_rng"]}]
         if len(ranks) != self.world:
             raise ValueError(f"{path} was written by a run on {len(ranks)} process(es); resume "
