@@ -85,10 +85,6 @@ class Tokenizer:
             ids = [i for i in ids if not self.is_special(i)]
         return self._tok.decode(ids, skip_special_tokens=False)
 
-    def token_bytes(self, tid: int) -> str:
-        """The text of one token (may be a partial UTF-8 sequence shown with U+FFFD)."""
-        return self._tok.decode([int(tid)], skip_special_tokens=False)
-
     def vocab_bytes(self) -> list[bytes]:
         """The bytes of every token id (b"" for the special tokens), computed once: the
         byte-level vocabulary writes each byte as one printable character, this undoes it."""
