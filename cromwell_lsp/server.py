@@ -33,6 +33,7 @@ from .features.completion import Completer
 from .features.screenshot import SnippetIndex
 from .features.idle import edit_end
 from .features.session import Session, Sessions
+from .model.healing import vocab_index
 from .positions import Lines
 from .settings import Settings
 
@@ -91,6 +92,9 @@ class CromwellServer(LanguageServer):
         self.sessions = Sessions(new_cache, self.settings.cache_budget_mb << 20)
         self.completer = Completer(self.model, self.sessions)
         self.task_session = Session(new_cache())
+        # token healing's vocabulary index (~50 ms): built on the worker now, so neither
+        # the event loop nor the first keystroke waits for it
+        self.worker.submit(vocab_index, self.model.tokenizer)
 
     def say(self, kind: T.MessageType, message: str) -> None:
         """window/showMessage now, or after `initialized` when the client is not ready."""

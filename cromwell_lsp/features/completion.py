@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from ..model import prompts
 from ..model.generation import GenerationConfig, GenerationStats, generate_ids
-from ..model.healing import LeadConstraint, heal_prompt, vocab_index
+from ..model.healing import LeadConstraint, heal_prompt
 from ..model.sampling import SamplingParams, TextStream
 from ..positions import line_ending
 from .postprocess import finish, mode
@@ -154,7 +154,6 @@ class Completer:
     def __init__(self, model, sessions):
         self.model, self.sessions = model, sessions
         self._last: dict[str, _Suggestion] = {}
-        vocab_index(model.tokenizer)  # token healing's index, now rather than on a keystroke
 
     def complete(self, uri: str, text: str, offset: int, settings, cancel=None) -> Completion:
         prefix, suffix = text[:offset], text[offset:]
