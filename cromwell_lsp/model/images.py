@@ -47,6 +47,11 @@ def open_image(path):
         raise ValueError(f"image {path} is damaged or truncated ({exc})") from None
 
 
+def fit_scale(size: tuple[int, int], max_side: int) -> float:
+    """The factor to_array scales an image of `size` (w, h) by: down to max_side, never up."""
+    return min(1.0, max_side / max(size))
+
+
 def to_array(image, max_side: int = 512) -> np.ndarray:
     """An RGB PIL image as float32 [H, W, 3] on the engine's scale (uint8 / 127.5 - 1, so
     [-1, 1]), H and W multiples of 4 (padded with the image's corner colour), scaled down
@@ -54,7 +59,7 @@ def to_array(image, max_side: int = 512) -> np.ndarray:
     from PIL import Image
 
     w, h = image.size
-    scale = min(1.0, max_side / max(w, h))
+    scale = fit_scale(image.size, max_side)
     if scale < 1.0:
         image = image.resize((max(4, int(w * scale)), max(4, int(h * scale))), Image.BILINEAR)
     arr = np.asarray(image, dtype=np.float32) * np.float32(1 / 127.5) - np.float32(1)

@@ -137,7 +137,7 @@ def draw_screenshot(texts, rng: random.Random, side: int) -> Screenshot:
         image, glyphs = screenshots.render_with_layout(
             code, rng, font_size=rng.choice(SCREENSHOT_FONT_SIZES))
         return Screenshot(code, screenshots.screenshot_canvas(image, side), glyphs,
-                          min(1.0, side / max(image.size)))
+                          screenshots.fit_scale(image.size, side))
 
 
 def pad_rows(rows: list[list[int]], pad: int, masks: list[list[int]] | None = None):

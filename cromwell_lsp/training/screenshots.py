@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..model.images import screenshot_canvas, to_array  # noqa: F401  (the shared transformation)
+from ..model.images import fit_scale, screenshot_canvas, to_array  # noqa: F401  (the shared transformation)
 
 STYLES = ("default", "monokai", "friendly", "solarized-dark", "solarized-light", "github-dark",
           "vs", "one-dark", "dracula", "zenburn", "tango", "native", "xcode", "nord")
