@@ -79,6 +79,9 @@ def test_loss_falls_and_export_matches_the_twin(small_tokenizer, tmp_path):
     assert all(c["completion"] is not None and isinstance(c["parses"], bool)
                and isinstance(c["loops"], bool) for c in ev["completions"])
     assert ev["completions_parse_no_loop"].endswith(f"/{len(evaluate.STARTS)}")
+    assert [c["start"] for c in ev["completions_more"]] == list(evaluate.MORE_STARTS)
+    assert not set(evaluate.MORE_STARTS) & set(evaluate.STARTS)
+    assert ev["completions_more_parse_no_loop"].endswith(f"/{len(evaluate.MORE_STARTS)}")
     r = ev["retrieval"]
     assert r["candidates"] == 8 and 0.0 <= r["top1"] <= r["top5"] <= 1.0
 

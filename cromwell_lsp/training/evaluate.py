@@ -33,6 +33,31 @@ STARTS = (
     "try:\n    ",
 )
 
+# twenty more ordinary starts, reported beside the ten above (whose rate stays comparable
+# with earlier evaluations): with ten, one start moves the rate by 10 points
+MORE_STARTS = (
+    "def factorial(n):\n    ",
+    "def reverse_string(s):\n    ",
+    "def main():\n    ",
+    "class Node:\n    def __init__(self, value):\n        ",
+    "import sys\n\n\ndef main(argv):\n    ",
+    "for line in lines:\n    ",
+    "if x is None:\n    ",
+    "def max_value(values):\n    ",
+    "def count_words(text):\n    ",
+    "def flatten(items):\n    ",
+    "class Point:\n    def __init__(self, x, y):\n        ",
+    "def is_palindrome(s):\n    ",
+    "def mean(numbers):\n    ",
+    "def gcd(a, b):\n    ",
+    "import json\n\n\ndef read_json(path):\n    ",
+    "def parse_args():\n    ",
+    "for key, value in d.items():\n    ",
+    "def binary_search(items, target):\n    ",
+    "class Config:\n    ",
+    "def square(x):\n    ",
+)
+
 
 def cut_at_block_end(text: str) -> str:
     """The start plus its completion up to the end of the first top-level block: the first
@@ -181,6 +206,11 @@ def run(out: Path, weights: Path, corpus: Path, tokenizer: Path, eval_rows: int 
     report["completions_parse"] = f"{sum(c['parses'] for c in comps)}/{len(comps)}"
     report["completions_parse_no_loop"] = (
         f"{sum(c['parses'] and not c['loops'] for c in comps)}/{len(comps)}")
+    more = completions(model, MORE_STARTS)
+    report["completions_more"] = more
+    report["completions_more_parse"] = f"{sum(c['parses'] for c in more)}/{len(more)}"
+    report["completions_more_parse_no_loop"] = (
+        f"{sum(c['parses'] and not c['loops'] for c in more)}/{len(more)}")
     log("screenshot retrieval")
     report["retrieval"] = retrieval(model, heldout_snippets(corpus, n_snippets))
     report["weights"] = str(weights)
