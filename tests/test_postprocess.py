@@ -1,7 +1,7 @@
 """Completion post-processing: what the editor would insert for typical model outputs."""
 import pytest
 
-from cromwell_lsp.features.postprocess import balance_brackets, finish, mode
+from cromwell_lsp.features.postprocess import balance_brackets, cut_repetition, finish, mode
 
 
 def test_mode():
@@ -58,3 +58,32 @@ def test_line_endings_and_no_trailing_space():
 @pytest.mark.parametrize("raw", ["", "\n", "   ", "\n\n\n"])
 def test_empty_outputs(raw):
     assert finish(raw, "def f():\n    ", "").strip() == ""
+
+
+def test_a_looping_block_keeps_its_first_copy():
+    # what the step-8,638 model wrote after "class Stack:" (greedy, cut by the token limit)
+    method = "    def __init__(self, *args):\n        return self.__name__\n\n"
+    raw = "pass\n" + method * 3 + "    def __init__(self, other):\n        return self"
+    assert finish(raw, "class Stack:\n    ", "") == (
+        "pass\n    def __init__(self, *args):\n        return self.__name__")
+    # one line three times running
+    assert cut_repetition("x = 1\ny += x\ny += x\ny += x\nz") == "x = 1\ny += x"
+
+
+def test_a_short_piece_looping_to_the_token_limit_is_cut():
+    raw = "x, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0"
+    assert cut_repetition(raw) == "x, 1, 1, 1, 0"
+    assert finish(raw, "for i in range(", "\n") == "x, 1, 1, 1, 0"
+    assert cut_repetition("The `n` is `n` is `n` is `n` is `n` is `n` is `n` is `n` is `") == (
+        "The `n` is")
+
+
+@pytest.mark.parametrize("code", [
+    "grid = [0, 0, 0, 0, 0, 0, 0, 0]\nreturn grid",            # a finished run is code
+    "# ------------------------------------------------\nx = 1",  # rules and underlines
+    "a = 1\na = 1\nb = 2",                                     # twice is not a loop
+    "if a:\n    pass\nelif b:\n    pass\nelse:\n    pass",   # same line, not in a row
+    "x = f(\n)\n)\n)",                                        # lone closers carry no text
+])
+def test_code_that_repeats_a_little_is_kept(code):
+    assert cut_repetition(code) == code

@@ -5,11 +5,13 @@ Pure functions over text (no model, no LSP), in the order `finish` applies them:
      line) or "block" (after a line ending in ":" or on an empty line: complete a block);
   2. cut at the end of the block: the first non-empty line indented less than the block
      (at module level, the first blank line; in line mode, the first line break);
-  3. trim what repeats the suffix: text at the end of the completion that the document
+  3. cut where it loops: a small model's greedy output often repeats itself (the same
+     method three times, "0, 0, 0, ..." up to the token limit); the first copy is kept;
+  4. trim what repeats the suffix: text at the end of the completion that the document
      already has right after the cursor (closing brackets, the next lines);
-  4. balance brackets: cut before a closer that nothing opened; in line mode, close
+  5. balance brackets: cut before a closer that nothing opened; in line mode, close
      what the completion opened when the rest of the line does not;
-  5. the document's line endings.
+  6. the document's line endings.
 Brackets inside strings and comments do not count (a small scanner, not a parser:
 completions are partial code).
 """
@@ -53,6 +55,39 @@ def cut_block(completion: str, prefix: str, line_mode: bool) -> str:
             break
         kept.append(line)
     return "\n".join(kept).rstrip(" \t\n")
+
+
+MAX_UNIT_LINES = 8     # the longest run of lines looked for as a repeated unit
+LINE_COPIES = 3        # consecutive copies of a unit that count as a loop
+PIECE_COPIES = 6       # consecutive copies of a short piece, running to the end
+_PIECE_LOOP = re.compile(r"(.{1,12}?)\1{%d,}" % (PIECE_COPIES - 1), re.S)
+
+
+def cut_repetition(completion: str) -> str:
+    """Keep the first copy of what the completion loops on:
+    - a unit of 1..MAX_UNIT_LINES lines, with a letter or digit in it, that comes
+      LINE_COPIES times in a row (identical, indentation included): code does not repeat
+      a line, or a block, three times running; the text from its second copy is dropped;
+    - a short piece (1-12 characters, with a letter or digit) repeated PIECE_COPIES times
+      or more up to the end of the completion, as in "0, 0, 0, ..." cut by the token
+      limit; a finished run ("[0, 0, 0, 0, 0, 0]") is code and stays.  The separators
+      left dangling after the kept copy (", ") go too."""
+    lines = completion.split("\n")
+    for i in range(len(lines)):
+        for u in range(1, MAX_UNIT_LINES + 1):
+            if i + LINE_COPIES * u > len(lines):
+                break
+            unit = lines[i:i + u]
+            if not any(ch.isalnum() for line in unit for ch in line):
+                continue
+            if all(lines[i + k * u:i + (k + 1) * u] == unit for k in range(1, LINE_COPIES)):
+                return "\n".join(lines[:i + u]).rstrip(" \t\n")
+    text = completion.rstrip()
+    for m in _PIECE_LOOP.finditer(text):
+        piece = m.group(1)
+        if any(ch.isalnum() for ch in piece) and piece.startswith(text[m.end():]):
+            return text[:m.start() + len(piece)].rstrip(" ,;\t")
+    return completion
 
 
 def trim_suffix_overlap(completion: str, suffix: str) -> str:
@@ -136,7 +171,7 @@ def finish(completion: str, prefix: str, suffix: str, document_ending: str = "\n
     prefix = prefix.replace("\r\n", "\n").replace("\r", "\n")
     suffix = suffix.replace("\r\n", "\n").replace("\r", "\n")
     line_mode = mode(prefix, suffix) == "line"
-    text = cut_block(completion, prefix, line_mode)
+    text = cut_repetition(cut_block(completion, prefix, line_mode))
     text = trim_suffix_overlap(text, suffix)
     text = balance_brackets(text, prefix, suffix, line_mode)
     text = re.sub(r"[ \t]+$", "", text, flags=re.M) if "\n" in text else text.rstrip("\n")
