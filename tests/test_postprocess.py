@@ -87,3 +87,21 @@ def test_a_short_piece_looping_to_the_token_limit_is_cut():
 ])
 def test_code_that_repeats_a_little_is_kept(code):
     assert cut_repetition(code) == code
+
+
+def test_a_stream_stops_where_the_cut_would_cut():
+    from cromwell_lsp.features.completion import STREAM_PIECE_COPIES, _loops
+    method = "    def __init__(self):\n        return 1\n\n"
+    # the block cut drops trailing blank lines, so three copies of a unit ending in a
+    # blank line loop only once the next line is there, as cut_repetition sees it too
+    stream = "pass\n" + method * 3
+    assert not _loops(stream) and cut_repetition(stream.rstrip()) == stream.rstrip()
+    stream += "    def __init__(self):\n"
+    assert _loops(stream)
+    assert cut_repetition(stream.rstrip()) == "pass\n" + method.rstrip()
+    # a line still being written does not count: "ab" may become "abc"
+    assert not _loops("x = ab\nx = ab\nx = ab")
+    assert _loops("x = ab\nx = ab\nx = ab\n")
+    # a list still being written is not a loop until STREAM_PIECE_COPIES copies
+    assert not _loops("[" + "0, " * (STREAM_PIECE_COPIES - 1) + "0")
+    assert _loops("[" + "0, " * STREAM_PIECE_COPIES + "0")

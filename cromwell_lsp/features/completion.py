@@ -32,7 +32,7 @@ from ..model.generation import GenerationConfig, GenerationStats, generate_ids
 from ..model.healing import LeadConstraint, heal_prompt
 from ..model.sampling import SamplingParams, TextStream
 from ..positions import line_ending
-from .postprocess import finish, mode
+from .postprocess import finish, line_loop_end, mode, piece_loop_end
 from .session import common_prefix
 
 ANSWER_MARGIN = 8  # tokens kept free past max_tokens within max_seq_len
@@ -52,6 +52,9 @@ class _Suggestion:
     prefix: str
     suffix: str
     text: str
+
+
+STREAM_PIECE_COPIES = 10  # a short piece this many times running, mid-stream, is a loop
 
 
 def prompt_budget(settings, max_seq_len: int) -> int:
@@ -117,11 +120,14 @@ def healed_prompt(prefix: str, suffix: str, tok, budget: int) -> tuple[list[int]
 
 
 def generate_text(model, session, prompt_ids, config: GenerationConfig, cancel=None,
-                  stats: GenerationStats | None = None, lead: str = "") -> str:
+                  stats: GenerationStats | None = None, lead: str = "",
+                  stop_loops: bool = False) -> str:
     """Raw generated text after prompt_ids, on a session (its cache reused and restored to
     exactly the prompt afterwards).  Never returns special tokens.  `lead`: the text token
     healing took off the prompt's end (heal_prompt); the tokens must spell it first, and
-    it is not part of the result."""
+    it is not part of the result.  `stop_loops`: stop as soon as the text loops
+    (_loops): the editor is shown only the first copy anyway, and the
+    rest would only add decode time."""
     tok = model.tokenizer
     eot = tok.special("endoftext")
     banned = [i for i in tok.ids.values() if i != eot]
@@ -138,6 +144,10 @@ def generate_text(model, session, prompt_ids, config: GenerationConfig, cancel=N
                 if stats is not None:
                     stats.stop_reason = "stop_string"
                 break
+            if stop_loops and pieces[-1] and _loops("".join(pieces)):
+                if stats is not None:
+                    stats.stop_reason = "loop"
+                break
         if not stream.stopped:
             pieces.append(stream.flush())
     finally:
@@ -145,6 +155,16 @@ def generate_text(model, session, prompt_ids, config: GenerationConfig, cancel=N
     # Byte-level tokens can end in bytes that are not UTF-8 (a weak model does it often):
     # their U+FFFD replacement characters are dropped, never shown or inserted.
     return "".join(pieces).replace("\ufffd", "")
+
+
+def _loops(text: str) -> bool:
+    """Does a stream's text already loop as cut_repetition would cut it: its complete
+    lines as the block cut leaves them (trailing blank lines dropped), or a short piece
+    STREAM_PIECE_COPIES times running (more than after the fact: a list still being
+    written must not count)."""
+    done = text[:text.rfind("\n") + 1].rstrip(" \t\n")
+    return ((bool(done) and line_loop_end(done + "\n") is not None)
+            or piece_loop_end(text, STREAM_PIECE_COPIES) is not None)
 
 
 class Completer:
@@ -169,7 +189,8 @@ class Completer:
         session = self.sessions.get(uri)
         if not settings.kv_cache:
             session.reset()
-        raw = generate_text(self.model, session, ids, config, cancel, stats, lead)
+        raw = generate_text(self.model, session, ids, config, cancel, stats, lead,
+                            stop_loops=True)
         if stats.stop_reason == "cancelled":
             return Completion("", session.last_prefill_tokens, False, "cancelled")
         out = finish(raw, prefix, suffix, line_ending(text))

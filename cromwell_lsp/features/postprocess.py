@@ -63,16 +63,12 @@ PIECE_COPIES = 6       # consecutive copies of a short piece, running to the end
 _PIECE_LOOP = re.compile(r"(.{1,12}?)\1{%d,}" % (PIECE_COPIES - 1), re.S)
 
 
-def cut_repetition(completion: str) -> str:
-    """Keep the first copy of what the completion loops on:
-    - a unit of 1..MAX_UNIT_LINES lines, with a letter or digit in it, that comes
-      LINE_COPIES times in a row (identical, indentation included): code does not repeat
-      a line, or a block, three times running; the text from its second copy is dropped;
-    - a short piece (1-12 characters, with a letter or digit) repeated PIECE_COPIES times
-      or more up to the end of the completion, as in "0, 0, 0, ..." cut by the token
-      limit; a finished run ("[0, 0, 0, 0, 0, 0]") is code and stays.  The separators
-      left dangling after the kept copy (", ") go too."""
-    lines = completion.split("\n")
+def line_loop_end(text: str) -> int | None:
+    """Where the first copy ends of a unit of 1..MAX_UNIT_LINES lines, with a letter or
+    digit in it, that comes LINE_COPIES times in a row (identical, indentation included;
+    code does not repeat a line, or a block, three times running), or None.  Only lines
+    ended by a line break count, so a prefix of a stream can be checked."""
+    lines = text.split("\n")[:-1]
     for i in range(len(lines)):
         for u in range(1, MAX_UNIT_LINES + 1):
             if i + LINE_COPIES * u > len(lines):
@@ -81,13 +77,31 @@ def cut_repetition(completion: str) -> str:
             if not any(ch.isalnum() for line in unit for ch in line):
                 continue
             if all(lines[i + k * u:i + (k + 1) * u] == unit for k in range(1, LINE_COPIES)):
-                return "\n".join(lines[:i + u]).rstrip(" \t\n")
-    text = completion.rstrip()
-    for m in _PIECE_LOOP.finditer(text):
+                return len("\n".join(lines[:i + u]))
+    return None
+
+
+def piece_loop_end(text: str, copies: int = PIECE_COPIES) -> int | None:
+    """Where the first copy ends of a short piece (1-12 characters, with a letter or
+    digit) repeated `copies` times or more up to the end of the text, as in "0, 0, 0, ..."
+    cut by the token limit, or None; a finished run ("[0, 0, 0, 0, 0, 0]") is code."""
+    body = text.rstrip()
+    for m in _PIECE_LOOP.finditer(body):
         piece = m.group(1)
-        if any(ch.isalnum() for ch in piece) and piece.startswith(text[m.end():]):
-            return text[:m.start() + len(piece)].rstrip(" ,;\t")
-    return completion
+        if (any(ch.isalnum() for ch in piece) and piece.startswith(body[m.end():])
+                and m.end() - m.start() >= copies * len(piece)):
+            return m.start() + len(piece)
+    return None
+
+
+def cut_repetition(completion: str) -> str:
+    """Keep the first copy of what the completion loops on (line_loop_end, else
+    piece_loop_end); the separators left
+    dangling after a kept piece (", ") go too."""
+    end = line_loop_end(completion + "\n")
+    if end is None:
+        end = piece_loop_end(completion)
+    return completion if end is None else completion[:end].rstrip(" ,;\t\n")
 
 
 def trim_suffix_overlap(completion: str, suffix: str) -> str:
