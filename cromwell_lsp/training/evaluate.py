@@ -201,16 +201,12 @@ def run(out: Path, weights: Path, corpus: Path, tokenizer: Path, eval_rows: int 
 
     model = CromwellVLJEPA.load(weights)
     log("completions")
-    comps = completions(model)
-    report["completions"] = comps
-    report["completions_parse"] = f"{sum(c['parses'] for c in comps)}/{len(comps)}"
-    report["completions_parse_no_loop"] = (
-        f"{sum(c['parses'] and not c['loops'] for c in comps)}/{len(comps)}")
-    more = completions(model, MORE_STARTS)
-    report["completions_more"] = more
-    report["completions_more_parse"] = f"{sum(c['parses'] for c in more)}/{len(more)}"
-    report["completions_more_parse_no_loop"] = (
-        f"{sum(c['parses'] and not c['loops'] for c in more)}/{len(more)}")
+    for key, starts in (("completions", STARTS), ("completions_more", MORE_STARTS)):
+        comps = completions(model, starts)
+        report[key] = comps
+        report[f"{key}_parse"] = f"{sum(c['parses'] for c in comps)}/{len(comps)}"
+        report[f"{key}_parse_no_loop"] = (
+            f"{sum(c['parses'] and not c['loops'] for c in comps)}/{len(comps)}")
     log("screenshot retrieval")
     report["retrieval"] = retrieval(model, heldout_snippets(corpus, n_snippets))
     report["weights"] = str(weights)
