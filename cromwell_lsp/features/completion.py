@@ -134,37 +134,41 @@ def generate_text(model, session, prompt_ids, config: GenerationConfig, cancel=N
     stream = TextStream(tok, config.stop, lead)
     constraint = LeadConstraint(tok, lead) if lead else None
     new = session.prepare(prompt_ids)
-    pieces = []
+    text = ""
     try:
         for tid in generate_ids(model.engine, session.cache, new, config, stop_ids=[eot],
                                 banned_ids=banned, cancel=cancel, stats=stats,
                                 constraint=constraint):
-            pieces.append(stream.push(tid))
+            piece = stream.push(tid)
+            text += piece
             if stream.stopped:
                 if stats is not None:
                     stats.stop_reason = "stop_string"
                 break
-            if stop_loops and pieces[-1] and _loops("".join(pieces)):
+            if stop_loops and piece and _loops(text, "\n" in piece):
                 if stats is not None:
                     stats.stop_reason = "loop"
                 break
         if not stream.stopped:
-            pieces.append(stream.flush())
+            text += stream.flush()
     finally:
         session.commit(prompt_ids)
     # Byte-level tokens can end in bytes that are not UTF-8 (a weak model does it often):
     # their U+FFFD replacement characters are dropped, never shown or inserted.
-    return "".join(pieces).replace("\ufffd", "")
+    return text.replace("\ufffd", "")
 
 
-def _loops(text: str) -> bool:
+def _loops(text: str, new_line: bool = True) -> bool:
     """Does a stream's text already loop as cut_repetition would cut it: its complete
     lines as the block cut leaves them (trailing blank lines dropped), or a short piece
     STREAM_PIECE_COPIES times running (more than after the fact: a list still being
-    written must not count)."""
-    done = text[:text.rfind("\n") + 1].rstrip(" \t\n")
-    return ((bool(done) and line_loop_end(done + "\n") is not None)
-            or piece_loop_end(text, STREAM_PIECE_COPIES) is not None)
+    written must not count).  new_line: the last piece ended a line (the lines are only
+    checked then; they cannot start to loop in between)."""
+    if new_line:
+        done = text[:text.rfind("\n") + 1].rstrip(" \t\n")
+        if done and line_loop_end(done + "\n") is not None:
+            return True
+    return piece_loop_end(text, STREAM_PIECE_COPIES) is not None
 
 
 class Completer:

@@ -84,7 +84,8 @@ def line_loop_end(text: str) -> int | None:
 def piece_loop_end(text: str, copies: int = PIECE_COPIES) -> int | None:
     """Where the first copy ends of a short piece (1-12 characters, with a letter or
     digit) repeated `copies` times or more up to the end of the text, as in "0, 0, 0, ..."
-    cut by the token limit, or None; a finished run ("[0, 0, 0, 0, 0, 0]") is code."""
+    cut by the token limit, or None; a finished run ("[0, 0, 0, 0, 0, 0]") is code.
+    `copies` is PIECE_COPIES or more (the pattern finds runs of PIECE_COPIES)."""
     body = text.rstrip()
     for m in _PIECE_LOOP.finditer(body):
         piece = m.group(1)
@@ -96,8 +97,7 @@ def piece_loop_end(text: str, copies: int = PIECE_COPIES) -> int | None:
 
 def cut_repetition(completion: str) -> str:
     """Keep the first copy of what the completion loops on (line_loop_end, else
-    piece_loop_end); the separators left
-    dangling after a kept piece (", ") go too."""
+    piece_loop_end); the separators left dangling after a kept piece (", ") go too."""
     end = line_loop_end(completion + "\n")
     if end is None:
         end = piece_loop_end(completion)
