@@ -93,3 +93,83 @@ def test_encode_lm_masks_everything(small_tokenizer):
     tok, _ = small_tokenizer
     ids, mask = T.encode(T.file_example("a.py", SOURCE), tok)
     assert all(mask) and tok.decode(ids) == "a.py\n" + SOURCE
+
+
+BLOCKS = textwrap.dedent('''
+    import os
+
+
+    @cache
+    def load(path):
+        """Read a file once and keep it for the next callers."""
+        with open(path) as f:
+            return f.read()
+
+
+    for name in os.listdir("."):
+        if name.endswith(".py"):
+            print(name)
+        elif name.endswith(".txt"):
+            pass
+
+
+    try:
+        import json
+    except ImportError:
+        json = None
+    ''')
+
+
+def test_block_snippets_are_whole_compound_statements():
+    blocks = T.block_snippets(BLOCKS)
+    heads = sorted(b.split("\n")[0] for b in blocks)
+    # the decorated def (from its decorator), its `with`, the loop, its `if` (not the
+    # inner `elif`, which starts with another keyword), the try; no one-line statements
+    assert heads == ['@cache', 'for name in os.listdir("."):', 'if name.endswith(".py"):',
+                     'try:', 'with open(path) as f:']
+    for b in blocks:
+        ast.parse(b)
+        assert b.endswith("\n") and not b[0].isspace()
+    assert T.block_snippets("def broken(:\n    pass\n") == []
+    assert T.block_snippets(BLOCKS, max_lines=4) == [b for b in blocks if b.count("\n") <= 4]
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_block_cut_reassembles_and_opens_the_body(seed):
+    rng = random.Random(seed)
+    for code in T.block_snippets(BLOCKS):
+        start, rest = T.block_cut(code, rng)
+        assert start + rest == code and start and rest
+        if "\n" in start:  # cut after the header: the body's indentation is typed already
+            line = start.split("\n")[-1]
+            assert line and not line.strip()
+            assert start.split("\n")[-2].rstrip().endswith(":")
+        else:  # inside the first line
+            assert 3 <= len(start) < len(code.split("\n")[0])
+
+
+def test_block_example_is_the_server_prompt_without_suffix():
+    rng = random.Random(5)
+    load = next(b for b in T.block_snippets(BLOCKS) if b.startswith("@cache"))
+    seen_doc = seen_bare = False
+    for _ in range(40):
+        ex = T.block_example(load, rng)
+        assert ex.task == "block" and ex.answer_from == 0
+        *prompt, (k1, rest), (k2, end) = ex.segments
+        assert (k1, k2, end) == ("text", "special", "endoftext")
+        start = prompt[-1][1]
+        assert prompt == T.prompts.fim_spm(start, "")  # an empty suffix, as at a file's end
+        code = start + rest
+        ast.parse(code)
+        assert "with open(path) as f:" in code
+        if '"""' in code:
+            seen_doc = True
+            assert code == load
+        else:
+            seen_bare = True
+            assert code == load.replace(
+                '    """Read a file once and keep it for the next callers."""\n', "")
+    assert seen_doc and seen_bare
+    # a docstring that is the whole body stays (the body must not become empty)
+    only = 'def f():\n    """Only a docstring here."""\n'
+    assert T._drop_docstring(only) == only

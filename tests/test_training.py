@@ -42,6 +42,25 @@ def test_resume_is_exact(small_tokenizer, tmp_path):
     assert (tmp_path / "a" / "log.csv").exists()
 
 
+def test_the_mixture_draws_every_text_task(small_tokenizer):
+    """The rows of the training stream carry every text task, the bare-start blocks among
+    them, with loss on their tokens."""
+    from cromwell_lsp.training.corpus import read_jsonl
+    from cromwell_lsp.training.data import TextStream
+
+    tok, _ = small_tokenizer
+    texts = [(r["path"], r["text"]) for r in read_jsonl(tok.path.parent / "corpus" / "train.jsonl")]
+    stream = TextStream(texts, tok, seq_len=256, seed=3)
+    seen, masked = set(), 0.0
+    for _ in range(120):
+        ids, mask, row_tasks = stream.next_row()
+        assert ids.shape == mask.shape == (257,)
+        seen.update(row_tasks)
+        masked += mask.mean() / 120
+    assert seen == {"lm", "fim_spm", "fim_psm", "explain", "repair", "block"}
+    assert masked > 0.5  # the prompts of explain and repair are the only unscored tokens
+
+
 def test_loss_falls_and_export_matches_the_twin(small_tokenizer, tmp_path):
     tok, _ = small_tokenizer
     trainer = Trainer(_config(tmp_path / "run", tok, steps=60, image_every=0, eval_every=60,
@@ -51,7 +70,8 @@ def test_loss_falls_and_export_matches_the_twin(small_tokenizer, tmp_path):
     untrained, trained = rows[0], rows[-1]
     assert untrained["note"] == "untrained" and trained["step"] == 60
     # 60 small steps: held-out loss falls on every task, by 10% on whole files
-    for key in ("val_lm", "val_fim_spm", "val_fim_psm", "val_explain", "val_repair"):
+    for key in ("val_lm", "val_fim_spm", "val_fim_psm", "val_explain", "val_repair",
+                "val_block"):
         assert trained[key] is not None and trained[key] < untrained[key], key
     assert trained["val_lm"] < 0.9 * untrained["val_lm"]
     assert trained["val_bpb_stdlib"] < 0.9 * untrained["val_bpb_stdlib"]

@@ -23,6 +23,7 @@ from ..model import prompts
 from . import screenshots, tasks
 
 TASK_WEIGHTS = {"file": 1.0, "explain": 0.35, "repair": 0.25}
+BLOCKS_PER_FILE = 5  # block examples (a bare start -> its whole block) drawn from each file
 
 
 class TextStream:
@@ -77,6 +78,9 @@ class TextStream:
                 bad = tasks.corrupt(good, self.rng)
                 if bad:
                     ex.append(tasks.repair_example(bad, good))
+        blocks = tasks.block_snippets(text)
+        for _ in range(min(BLOCKS_PER_FILE, len(blocks))):
+            ex.append(tasks.block_example(self.rng.choice(blocks), self.rng))
         return ex
 
     def next_row(self) -> tuple[np.ndarray, np.ndarray, list[str]]:

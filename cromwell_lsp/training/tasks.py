@@ -197,6 +197,82 @@ def function_snippets(text: str, max_lines: int = 40) -> list[str]:
     return out
 
 
+# ---- block: a bare start -> the rest of its block, then the end ---------------------
+BLOCK_NODES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.For, ast.AsyncFor,
+               ast.While, ast.With, ast.AsyncWith, ast.If, ast.Try)
+BLOCK_KEEP_DOCSTRING = 0.5
+
+
+def block_snippets(text: str, max_lines: int = 30) -> list[str]:
+    """Compound statements of a file (definitions, loops, with, if, try) of 2 to max_lines
+    lines, dedented; those that start a line (not `else:` chains' inner ifs) and read as
+    a block of their own."""
+    try:
+        tree = ast.parse(text)
+    except (SyntaxError, ValueError, RecursionError):
+        return []
+    lines = text.splitlines(keepends=True)
+    out = []
+    for node in ast.walk(tree):
+        if not isinstance(node, BLOCK_NODES):
+            continue
+        start = min([d.lineno for d in getattr(node, "decorator_list", [])] + [node.lineno]) - 1
+        if not 2 <= node.end_lineno - start <= max_lines:
+            continue
+        first = lines[start]
+        if not first.lstrip().startswith(("@", "def", "async", "class", "for", "while",
+                                          "with", "if", "try")):
+            continue  # an `elif` (an If inside orelse) starts with another keyword
+        code = textwrap.dedent("".join(lines[start:node.end_lineno]))
+        if not code.endswith("\n"):
+            code += "\n"
+        out.append(code)
+    return out
+
+
+def _drop_docstring(code: str) -> str:
+    """The snippet without the docstring of its outer def or class (when it has more)."""
+    try:
+        node = ast.parse(code).body[0]
+    except (SyntaxError, ValueError, RecursionError, IndexError):
+        return code
+    if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return code
+    if ast.get_docstring(node) is None or len(node.body) < 2:
+        return code
+    lines = code.splitlines(keepends=True)
+    doc = node.body[0]
+    return "".join(lines[:doc.lineno - 1] + lines[doc.end_lineno:])
+
+
+def block_cut(code: str, rng: random.Random) -> tuple[str, str]:
+    """(start, rest): mostly the header through its line's end and the first body line's
+    indentation, as a developer who just opened a block has typed; otherwise a point
+    inside the first line (`for i in range(`)."""
+    lines = code.splitlines(keepends=True)
+    try:
+        body_line = ast.parse(code).body[0].body[0].lineno - 1
+    except (SyntaxError, ValueError, RecursionError, IndexError, AttributeError):
+        body_line = 0
+    if rng.random() < 0.75 and body_line > 0:
+        body = lines[body_line]
+        a = len("".join(lines[:body_line])) + len(body) - len(body.lstrip())
+    else:
+        first = lines[0].rstrip()
+        a = rng.randint(min(3, len(first)), max(3, len(first) - 1))
+    return code[:a], code[a:]
+
+
+def block_example(code: str, rng: random.Random) -> Example:
+    """The server's prompt with no suffix (a block being written at the end of what is
+    there): the start, then the rest of the block and the end of text, so a bare start
+    is completed as a whole block that stops."""
+    if rng.random() >= BLOCK_KEEP_DOCSTRING:
+        code = _drop_docstring(code)
+    start, rest = block_cut(code, rng)
+    return Example("block", prompts.fim_spm(start, "") + [("text", rest), ("special", "endoftext")])
+
+
 # ---- token sequences ----------------------------------------------------------------
 def encode(example: Example, tok) -> tuple[list[int], list[int]]:
     """Token ids and a 0/1 loss mask (1 where the next-token loss applies) for one example;

@@ -262,7 +262,9 @@ class Trainer:
         """Fixed validation rows per task (from val.jsonl) and the stdlib files for bpb."""
         recs = list(read_jsonl(Path(self.c.corpus) / "val.jsonl"))
         rng = random.Random(1234)
-        sets: dict[str, list] = {"lm": [], "fim_spm": [], "fim_psm": [], "explain": [], "repair": []}
+        block_rng = random.Random(4321)  # its own, so the other tasks' rows stay as they were
+        sets: dict[str, list] = {"lm": [], "fim_spm": [], "fim_psm": [], "explain": [],
+                                 "repair": [], "block": []}
         for r in recs:
             text = r["text"]
             sets["lm"].append(tasks.file_example(r["path"], text))
@@ -273,6 +275,8 @@ class Trainer:
                 bad = tasks.corrupt(snip, rng)
                 if bad:
                     sets["repair"].append(tasks.repair_example(bad, snip))
+            sets["block"] += [tasks.block_example(b, block_rng)
+                              for b in tasks.block_snippets(text)[:2]]
         rows = {}
         for task, examples in sets.items():
             encoded = [tasks.encode(e, self.tok) for e in examples[: self.c.eval_rows]]
