@@ -23,7 +23,7 @@ from ..model import prompts
 from . import screenshots, tasks
 
 TASK_WEIGHTS = {"file": 1.0, "explain": 0.35, "repair": 0.25}
-BLOCKS_PER_FILE = 5  # block examples (a bare start -> its whole block) drawn from each file
+BLOCKS_PER_FILE = 6  # block examples (a bare start -> its whole block) drawn from each file
 
 
 class TextStream:

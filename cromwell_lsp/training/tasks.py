@@ -200,7 +200,7 @@ def function_snippets(text: str, max_lines: int = 40) -> list[str]:
 # ---- block: a bare start -> the rest of its block, then the end ---------------------
 BLOCK_NODES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.For, ast.AsyncFor,
                ast.While, ast.With, ast.AsyncWith, ast.If, ast.Try)
-BLOCK_KEEP_DOCSTRING = 0.5
+BLOCK_KEEP_DOCSTRING = 0.15  # a bare start asks for code; the docstring action writes those
 
 
 def block_snippets(text: str, max_lines: int = 30) -> list[str]:
