@@ -52,11 +52,11 @@ def test_the_mixture_draws_every_text_task(small_tokenizer):
     texts = [(r["path"], r["text"]) for r in read_jsonl(tok.path.parent / "corpus" / "train.jsonl")]
     stream = TextStream(texts, tok, seq_len=256, seed=3)
     seen, masked = set(), 0.0
-    for _ in range(120):
+    for _ in range(400):
         ids, mask, row_tasks = stream.next_row()
         assert ids.shape == mask.shape == (257,)
         seen.update(row_tasks)
-        masked += mask.mean() / 120
+        masked += mask.mean() / 400
     assert seen == {"lm", "fim_spm", "fim_psm", "explain", "repair", "block"}
     assert masked > 0.5  # the prompts of explain and repair are the only unscored tokens
 
@@ -102,6 +102,17 @@ def test_loss_falls_and_export_matches_the_twin(small_tokenizer, tmp_path):
     assert [c["start"] for c in ev["completions_more"]] == list(evaluate.MORE_STARTS)
     assert not set(evaluate.MORE_STARTS) & set(evaluate.STARTS)
     assert ev["completions_more_parse_no_loop"].endswith(f"/{len(evaluate.MORE_STARTS)}")
+    lines = ev["in_file_lines"]
+    cases = evaluate.line_cases(tok.path.parent / "corpus", 400)
+    assert lines["cases"] == len(cases) > 0 and 0 <= lines["exact"] <= lines["cases"]
+    assert 0.0 <= lines["prefix_match"] <= 1.0
+    from cromwell_lsp.training.corpus import read_jsonl
+    files = {r["text"] for r in read_jsonl(tok.path.parent / "corpus" / "val.jsonl")}
+    for prefix, suffix, rest in cases:  # the cursor 3 characters into a line of the file
+        assert prefix + rest + suffix in files
+        line = prefix.split("\n")[-1] + rest
+        assert len(line.strip()) >= 8 and len(prefix.split("\n")[-1].lstrip()) == 3
+        assert suffix.startswith("\n")
     r = ev["retrieval"]
     assert r["candidates"] == 8 and 0.0 <= r["top1"] <= r["top5"] <= 1.0
 

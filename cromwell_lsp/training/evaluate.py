@@ -6,6 +6,8 @@
 2. Greedy completions of ordinary Python starts, through the engine and the server's SPM
    prompt (token-healed, as the server sends it), cut at the end of their block: do they
    parse, and do they parse without looping (a repeated line parses, yet helps nobody)?
+   And rest-of-line completions inside held-out files, one per file, with the server's
+   prompt window and post-processing: exact, and how much of the line matched.
 3. Screenshot -> code retrieval in the joint space, through the engine: held-out functions
    rendered as screenshots; for each image, is its own code the nearest of the candidates?
 """
@@ -113,6 +115,60 @@ def completions(model, starts=STARTS, max_tokens: int = 96) -> list[dict]:
     return out
 
 
+def line_cases(corpus: Path, n: int, seed: int = 5) -> list[tuple[str, str, str]]:
+    """(prefix, suffix, rest of line) for up to n held-out files, one each: a line of 8 or
+    more characters of code (past the file's first 5), the cursor 3 characters into its
+    code, the real file before and after it, in a seeded order."""
+    from .corpus import read_jsonl
+
+    rng = random.Random(seed)
+    recs = list(read_jsonl(corpus / "val.jsonl"))
+    rng.shuffle(recs)
+    cases = []
+    for rec in recs:
+        lines = rec["text"].split("\n")
+        idx = [i for i in range(5, len(lines)) if len(lines[i].strip()) >= 8]
+        if not idx:
+            continue
+        i = rng.choice(idx)
+        line = lines[i]
+        k = len(line) - len(line.lstrip()) + 3
+        cases.append(("\n".join(lines[:i]) + "\n" + line[:k], "\n" + "\n".join(lines[i + 1:]),
+                      line[k:]))
+        if len(cases) == n:
+            break
+    return cases
+
+
+def in_file_lines(model, cases, max_tokens: int = 32) -> dict:
+    """Rest-of-line completions inside real files, as the editor asks for them (the
+    server's windowed, token-healed SPM prompt, line mode, its post-processing): how many
+    equal the file's own rest of line, and the mean share of it matched from its start."""
+    from ..features.completion import generate_text, healed_prompt, prompt_budget
+    from ..features.postprocess import finish
+    from ..features.session import Session
+    from ..model.generation import GenerationConfig
+    from ..model.sampling import SamplingParams
+    from ..settings import Settings
+
+    budget = prompt_budget(Settings(max_tokens=max_tokens), model.engine.cfg.max_seq_len)
+    exact, matched = 0, 0.0
+    for prefix, suffix, truth in cases:
+        ids, lead = healed_prompt(prefix, suffix, model.tokenizer, budget)
+        config = GenerationConfig(max_tokens=max_tokens, stop=("\n",),
+                                  sampling=SamplingParams(temperature=0.0))
+        raw = generate_text(model, Session(model.new_cache(len(ids) + max_tokens)), ids, config,
+                            lead=lead)
+        got = finish(raw, prefix, suffix)
+        exact += got.strip() == truth.strip()
+        j = 0
+        while j < min(len(got), len(truth)) and got[j] == truth[j]:
+            j += 1
+        matched += j / max(1, len(truth))
+    n = len(cases)
+    return {"cases": n, "exact": exact, "prefix_match": round(matched / n, 4) if n else None}
+
+
 def heldout_snippets(corpus: Path, n: int, seed: int = 7) -> list[str]:
     """n distinct functions (of 3 lines or more) of the validation files that fit a
     screenshot as the training ones do, in a seeded order."""
@@ -163,7 +219,8 @@ def unigram_task_losses(trainer, logp: np.ndarray) -> dict:
 
 
 def run(out: Path, weights: Path, corpus: Path, tokenizer: Path, eval_rows: int = 64,
-        bpb_bytes: int = 200_000, n_snippets: int = 100, log=print) -> dict:
+        bpb_bytes: int = 200_000, n_snippets: int = 100, n_lines: int = 400,
+        log=print) -> dict:
     """The whole report for the run in `out` (its checkpoint) and its exported `weights`,
     also written to out/eval.json."""
     import json
@@ -207,6 +264,8 @@ def run(out: Path, weights: Path, corpus: Path, tokenizer: Path, eval_rows: int 
         report[f"{key}_parse"] = f"{sum(c['parses'] for c in comps)}/{len(comps)}"
         report[f"{key}_parse_no_loop"] = (
             f"{sum(c['parses'] and not c['loops'] for c in comps)}/{len(comps)}")
+    log("rest-of-line completions in held-out files")
+    report["in_file_lines"] = in_file_lines(model, line_cases(corpus, n_lines))
     log("screenshot retrieval")
     report["retrieval"] = retrieval(model, heldout_snippets(corpus, n_snippets))
     report["weights"] = str(weights)
