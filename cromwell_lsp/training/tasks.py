@@ -67,6 +67,19 @@ def lm_or_fim(path: str, text: str, rng: random.Random) -> Example:
     return fim_example(text, rng) if rng.random() < FIM_RATE else file_example(path, text)
 
 
+def _statements(text: str, kinds: tuple) -> list[tuple[ast.AST, int, list[str]]]:
+    """(node, its first line's index, decorators included, the file's lines) for every
+    node of the given kinds, in ast.walk order; [] when the text does not parse."""
+    try:
+        tree = ast.parse(text)
+    except (SyntaxError, ValueError, RecursionError):
+        return []
+    lines = text.splitlines(keepends=True)
+    return [(node, min([d.lineno for d in getattr(node, "decorator_list", [])]
+                       + [node.lineno]) - 1, lines)
+            for node in ast.walk(tree) if isinstance(node, kinds)]
+
+
 # ---- explain: code -> docstring ------------------------------------------------------
 def _first_paragraph(doc: str) -> str:
     para = textwrap.dedent(doc).strip().split("\n\n")[0]
@@ -76,20 +89,13 @@ def _first_paragraph(doc: str) -> str:
 def explain_pairs(text: str, min_words: int = 4) -> list[tuple[str, str]]:
     """(code without its docstring, first paragraph of the docstring) for every function
     and class with a docstring of at least `min_words` words."""
-    try:
-        tree = ast.parse(text)
-    except (SyntaxError, ValueError, RecursionError):
-        return []
-    lines = text.splitlines(keepends=True)
     pairs = []
-    for node in ast.walk(tree):
-        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            continue
+    for node, start, lines in _statements(
+            text, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
         doc = ast.get_docstring(node, clean=True)
         body = node.body
         if not doc or not isinstance(body[0], ast.Expr) or len(doc.split()) < min_words:
             continue
-        start = min([d.lineno for d in node.decorator_list] + [node.lineno]) - 1
         d0, d1 = body[0].lineno - 1, body[0].end_lineno
         code = "".join(lines[start:d0] + lines[d1:node.end_lineno])
         if len(body) == 1:  # only a docstring: keep a valid body
@@ -183,18 +189,9 @@ def repair_example(broken: str, fixed: str) -> Example:
 
 def function_snippets(text: str, max_lines: int = 40) -> list[str]:
     """Top-level and method definitions of a file, dedented, at most max_lines long."""
-    try:
-        tree = ast.parse(text)
-    except (SyntaxError, ValueError, RecursionError):
-        return []
-    lines = text.splitlines(keepends=True)
-    out = []
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            start = min([d.lineno for d in node.decorator_list] + [node.lineno]) - 1
-            if node.end_lineno - start <= max_lines:
-                out.append(textwrap.dedent("".join(lines[start:node.end_lineno])))
-    return out
+    return [textwrap.dedent("".join(lines[start:node.end_lineno]))
+            for node, start, lines in _statements(text, (ast.FunctionDef, ast.AsyncFunctionDef))
+            if node.end_lineno - start <= max_lines]
 
 
 # ---- block: a bare start -> the rest of its block, then the end ---------------------
@@ -207,16 +204,8 @@ def block_snippets(text: str, max_lines: int = 30) -> list[str]:
     """Compound statements of a file (definitions, loops, with, if, try) of 2 to max_lines
     lines, dedented; those that start a line (not `else:` chains' inner ifs) and read as
     a block of their own."""
-    try:
-        tree = ast.parse(text)
-    except (SyntaxError, ValueError, RecursionError):
-        return []
-    lines = text.splitlines(keepends=True)
     out = []
-    for node in ast.walk(tree):
-        if not isinstance(node, BLOCK_NODES):
-            continue
-        start = min([d.lineno for d in getattr(node, "decorator_list", [])] + [node.lineno]) - 1
+    for node, start, lines in _statements(text, BLOCK_NODES):
         if not 2 <= node.end_lineno - start <= max_lines:
             continue
         first = lines[start]
