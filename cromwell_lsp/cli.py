@@ -143,11 +143,22 @@ def _cmd_train(args) -> int:
         report = evaluate.run(Path(args.out), weights, Path(args.corpus), Path(args.tokenizer), log=log)
         print(json.dumps(report, indent=None if args.json else 2))
         return 0
+    if args.what == "import":
+        from .training.export import import_weights
+
+        if not args.weights:
+            raise ValueError("train import needs --weights (an exported .safetensors model)")
+        report = import_weights(args.weights, Path(args.out) / "ckpt.pt", args.tokenizer,
+                                step=args.steps, log=log)
+        print(json.dumps(report))
+        return 0
     if args.what == "align":
         from .training.align import AlignConfig, run as align_run
 
         knobs = {k: v for k, v in (("steps", args.steps), ("lr", args.lr), ("seed", args.seed),
-                                   ("batch", args.image_batch), ("side", args.image_side))
+                                   ("batch", args.image_batch), ("side", args.image_side),
+                                   ("max_minutes", args.max_minutes),
+                                   ("read_steps", args.read_steps))
                  if v is not None}
         print(json.dumps(align_run(AlignConfig(out=args.out, corpus=args.corpus,
                                                tokenizer=args.tokenizer, **knobs), log=log)))
@@ -336,8 +347,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_quantize)
 
     p = sub.add_parser("train", help="build the corpus, the tokenizer, train and export")
-    p.add_argument("what", choices=["corpus", "tokenizer", "run", "align", "export", "eval", "all"],
-                   help="which step (all: every step in order, skipping finished ones)")
+    p.add_argument("what", choices=["corpus", "tokenizer", "run", "align", "export", "eval", "all",
+                                    "import"],
+                   help="which step (all: every step in order, skipping finished ones; "
+                        "import: an exported model -> OUT/ckpt.pt to train on from)")
     p.add_argument("--out", default=None,
                    help="corpus: a folder; tokenizer: a .json; run/export: the run folder")
     p.add_argument("--corpus", default="runs/corpus", help="corpus folder")
@@ -350,10 +363,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ship", action="store_true",
                    help="all: also put the int8 model in the package (--to)")
     p.add_argument("--weights", default=None, help="eval: the engine's weights (default "
-                   "OUT/export/model-int8.safetensors)")
+                   "OUT/export/model-int8.safetensors); import: the model to import")
     p.add_argument("--compile", action="store_true", default=None, help="run: torch.compile")
     for knob, kind in _TRAIN_KNOBS.items():
         p.add_argument(f"--{knob.replace('_', '-')}", type=kind, default=None, help=f"run: {knob}")
+    p.add_argument("--read-steps", type=int, default=None,
+                   help="align: first steps that train reading alone, on strips of text")
     p.add_argument("--cache", default=None, help="folder for downloaded wheels")
     p.add_argument("--stdlib-only", action="store_true", help="corpus from the standard library only")
     p.add_argument("--vocab", type=int, default=16384, help="tokenizer vocabulary size")

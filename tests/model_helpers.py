@@ -19,16 +19,20 @@ def random_twin(cfg=TINY, seed=0):
     """A twin whose linear weights have std 1/sqrt(fan_in) and norms 1 +- 0.1."""
     import torch
 
-    from cromwell_lsp.training.model import random_init
+    from cromwell_lsp.training.model import init_order, random_init
     model = random_init(cfg, seed)
     gen = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
-        for name, p in model.named_parameters():
+        for name, p in init_order(model):
             noise = torch.randn(p.shape, generator=gen)
             if "norm" in name:
                 p.copy_(1 + 0.1 * noise)
             else:
                 p.copy_(noise / max(p.shape[-1], 1) ** 0.5)
+        if hasattr(model, "joint"):  # a retrieval metric that is not the identity
+            J = cfg.joint_dim
+            model.joint.center.copy_(0.1 * torch.randn(J, generator=gen))
+            model.joint.whiten.copy_(torch.eye(J) + torch.randn(J, J, generator=gen) / J ** 0.5)
     return model
 
 

@@ -297,6 +297,18 @@ def test_joint_space_embeddings(model, twin):
     assert rel_err(v, rv) < FP32_TOL and rel_err(t, rt) < FP32_TOL
 
 
+def test_reading_head_matches_the_twin(model, twin):
+    """The scores for the character under each patch are the twin's reading head on its
+    vision tokens; read_text lays them out as text."""
+    image = random_image(24, 32, seed=31)
+    with torch.no_grad():
+        logits = twin.vision.read(twin.vision(_t(preprocess(image))[None]))[0].numpy()
+    got = model.engine.read_scores(model.encode_image(image))
+    assert got.shape == (6, 8, 96)
+    assert rel_err(got.reshape(-1, 96), logits) < FP32_TOL
+    assert isinstance(model.read_text(image), str)
+
+
 def test_embed_text_longer_than_the_context_uses_its_start(model):
     long = _toks(TINY.max_seq_len + 40, seed=21)
     got = model.embed_text(long)
@@ -325,7 +337,8 @@ def test_images_from_paths_and_pil_are_cached_by_content(model, tmp_path):
 
 
 def test_twin_trains_every_part():
-    """One hybrid loss (LM + JEPA + a joint-space term) reaches every parameter."""
+    """One hybrid loss (LM + JEPA + a joint-space term) reaches every parameter but the
+    reading head, which only the align stage's reading loss trains."""
     import torch.nn.functional as F
 
     from cromwell_lsp.training.model import jepa_loss, random_init
@@ -338,4 +351,4 @@ def test_twin_trains_every_part():
     loss = 0.7 * lm + 0.3 * jepa_loss(out.preds, out.z, TINY.step_weights) + 0.01 * joint
     loss.backward()
     dead = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.any()]
-    assert not dead
+    assert dead == ["vision.read.weight", "vision.read.bias"]

@@ -168,3 +168,23 @@ def test_truncated_and_garbage_files(exported, tmp_path):
     with pytest.raises(W.WeightsError, match="cannot open"):
         W.load(tmp_path / "absent.safetensors")
     assert issubclass(W.WeightsError, ValueError)
+
+
+def test_file_without_the_later_parts_loads_with_their_defaults(exported, tmp_path):
+    """Files written before the retrieval metric and the reading head existed compare
+    pooled vectors by plain cosine and read nothing."""
+    path, arrays = exported
+    wf = W.load(path)
+    later = {k for part in W.later_parts(TINY) for k in part}
+    assert later == {"joint.center", "joint.whiten", "vision.read.weight", "vision.read.bias"}
+    old = tmp_path / "old.safetensors"
+    W.save(old, {k: v for k, v in wf.tensors.items() if k not in later}, wf.metadata)
+    got = W.load(old)
+    np.testing.assert_array_equal(got.tensors["joint.center"], np.zeros(TINY.joint_dim))
+    np.testing.assert_array_equal(got.tensors["joint.whiten"], np.eye(TINY.joint_dim))
+    assert not got.tensors["vision.read.weight"].any() and not got.tensors["vision.read.bias"].any()
+    assert not np.array_equal(arrays["joint.whiten"], np.eye(TINY.joint_dim))
+    half = tmp_path / "half.safetensors"  # one of a part's tensors alone is damage
+    W.save(half, {k: v for k, v in wf.tensors.items() if k != "joint.whiten"}, wf.metadata)
+    with pytest.raises(W.WeightsError, match="joint.whiten"):
+        W.load(half)

@@ -124,7 +124,8 @@ def test_explain_image_uses_the_open_document_text(tmp_path, tiny_model):  # noq
     ws = _workspace(tmp_path)
     unsaved = (ws / "pkg" / "maths.py").as_uri()
     md = screenshot.explain_image(tiny_model, ws / "shot.png", [ws], Settings(max_tokens=8),
-                                  documents={unsaved: "def only_in_the_editor():\n    pass\n"})
+                                  documents={unsaved: "def only_in_the_editor():\n    pass\n"},
+                                  k=50)  # every snippet listed: a random model ranks at random
     assert "only_in_the_editor" in md and "def add" not in md
 
 
@@ -188,7 +189,8 @@ async def test_server_image_hover_and_screenshot_action(client: LanguageClient, 
         text_document=T.TextDocumentIdentifier(uri=uri), position=T.Position(2, 25)))
     value = hov.contents.value
     assert value.startswith("**Screenshot** `shot.png`")
-    assert (workspace / "pkg" / "maths.py").as_uri() + "#L1" in value
+    # links to workspace code (which snippet ranks first is the random model's luck)
+    assert (workspace / "pkg").as_uri() + "/" in value and "#L" in value
     listed = await client.text_document_code_action_async(T.CodeActionParams(
         text_document=T.TextDocumentIdentifier(uri=uri), range=T.Range(T.Position(2, 0), T.Position(2, 0)),
         context=T.CodeActionContext(diagnostics=[])))

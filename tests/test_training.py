@@ -4,6 +4,7 @@ and the export loads in the engine with logits matching the twin."""
 import dataclasses
 import json
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -87,6 +88,27 @@ def test_loss_falls_and_export_matches_the_twin(small_tokenizer, tmp_path):
     assert unigram_bpb(tok.path.parent / "corpus", tok, trainer.val["stdlib"]) > 0
     assert model.engine.cfg.max_seq_len == 64  # the trained row length, not the preset's
 
+    # back from the engine's int8 file to a checkpoint: re-exported, the same int8 values
+    from cromwell_lsp.model import weights as W
+    from cromwell_lsp.training.export import import_weights
+    imported = import_weights(tmp_path / "w" / "model-int8.safetensors", tmp_path / "imp" / "ckpt.pt",
+                              tok.path, log=_quiet)
+    assert imported["rel_err"] < 0.1 and imported["screenshot_side"] == 32
+    assert imported["step"] == 60  # the export records it
+    again = export(tmp_path / "imp" / "ckpt.pt", tmp_path / "w2", tok.path, log=_quiet,
+                   quants=("int8",))
+    assert again["step"] == 60 and again["int8_rel_err"] < 0.1
+    first = W.load(tmp_path / "w" / "model-int8.safetensors")
+    second = W.load(tmp_path / "w2" / "model-int8.safetensors")
+    assert set(first.tensors) == set(second.tensors)
+    for name, a in first.tensors.items():
+        np.testing.assert_array_equal(second.tensors[name], a, err_msg=name)
+    assert second.metadata["screenshot_side"] == "32"
+    warm = Trainer(_config(tmp_path / "imp", tok, steps=62, image_every=0), log=_quiet)
+    assert warm.step == 60  # a warm start: the weights and the step, a fresh optimizer
+    warm.run()
+    assert warm.step == 62
+
     from cromwell_lsp.training import evaluate
     ev = evaluate.run(tmp_path / "run", tmp_path / "w" / "model-int8.safetensors",
                       tok.path.parent / "corpus", tok.path, eval_rows=2, bpb_bytes=6000,
@@ -119,16 +141,17 @@ def test_loss_falls_and_export_matches_the_twin(small_tokenizer, tmp_path):
     # the locked-text alignment stage: only the image side moves, and it resumes
     from cromwell_lsp.training.align import AlignConfig, run as align
     cfg = AlignConfig(out=str(tmp_path / "run"), corpus=str(tok.path.parent / "corpus"),
-                      tokenizer=str(tok.path), steps=2, batch=4, ckpt_every=1)
+                      tokenizer=str(tok.path), steps=2, batch=4, ckpt_every=1,
+                      metric_functions=400)
     got = align(cfg, log=_quiet)
     assert got["steps"] == 2 and got["loss"] > 0
     before = torch.load(tmp_path / "run" / "ckpt.pt", weights_only=False)["model"]
     after = torch.load(got["checkpoint"], weights_only=False)["model"]
-    for name in before:
-        moved = not torch.equal(before[name], after[name])
-        assert moved == name.startswith(("vision.", "joint.vision.")) or not moved, name
-        if not name.startswith(("vision.", "joint.vision.")):
-            assert not moved, name
+    image_side = ("vision.", "joint.vision.", "joint.center", "joint.whiten")
+    for name in before:  # the language side never moves
+        if not name.startswith(image_side):
+            assert torch.equal(before[name], after[name]), name
+    assert not torch.equal(after["joint.whiten"], torch.eye(trainer.cfg.joint_dim))
     assert align(dataclasses.replace(cfg, steps=3), log=_quiet)["steps"] == 3  # resumed
     aligned = torch.load(got["checkpoint"], weights_only=False)
     assert aligned["train_config"]["image_side"] == 32 == aligned["align"]["side"]
@@ -185,3 +208,68 @@ def test_two_processes_through_torchrun(small_tokenizer, tmp_path):
     assert torch.load(out / "ckpt.pt", weights_only=False)["step"] == 6
     alone = torchrun(8, nproc=1)
     assert alone.returncode != 0 and "resume it on as many" in alone.stderr
+
+
+def test_whitening_spreads_the_text_side(small_tokenizer, tmp_path):
+    """The retrieval metric maps the text side's pooled vectors of the functions it was
+    set from to zero mean and unit covariance (eigenvalues floored, so at most 1)."""
+    import random
+
+    import numpy as np
+
+    from cromwell_lsp.training import data as D
+    from cromwell_lsp.training.align import text_means, whitening
+    from cromwell_lsp.training.corpus import read_jsonl
+    from cromwell_lsp.training.model import random_init
+
+    tok, _ = small_tokenizer
+    model = random_init(Trainer(_config(tmp_path, tok), log=_quiet).cfg, 0).eval()
+    texts = [(r["path"], r["text"]) for r in read_jsonl(tok.path.parent / "corpus" / "train.jsonl")]
+    pool = D.snippet_pool(texts, random.Random(4), 50)
+    assert pool and all(D.fits_screenshot(c) for c in pool)
+    center, whiten = whitening(model, pool, tok, random.Random(5), n=300)
+    rng = random.Random(5)  # the same functions again
+    codes = [rng.choice(pool) for _ in range(300)]
+    ids, mask = D.pad_rows([tok.encode(c)[:512] for c in codes], tok.special("pad"))
+    m = text_means(model, ids, mask).double()
+    w = (m - center.double()) @ whiten.double().T
+    assert float(w.mean(0).abs().max()) < 1e-3
+    evals = np.linalg.eigvalsh(np.cov(w.numpy().T))
+    assert evals.max() < 1.01 and np.mean(np.abs(evals - 1) < 0.01) > 0.5
+    # the crowded cone spreads out: the mean pairwise cosine falls
+    assert _mean_cos(w) < 0.5 * _mean_cos(m)
+
+
+def _mean_cos(x):
+    x = torch.nn.functional.normalize(x, dim=1)
+    c, n = x @ x.T, len(x)
+    return float((c.sum() - c.diagonal().sum()) / (n * n - n))
+
+
+def test_reading_strips_hold_text_at_window_rows(small_tokenizer):
+    """The reading phase's strips: cut at window boundaries where the screenshot has
+    text, labelled as the whole canvas is, and read with the whole grid's positions."""
+    import random
+
+    from cromwell_lsp.model.config import preset
+    from cromwell_lsp.training import data as D
+    from cromwell_lsp.training.align import strip_batch
+    from cromwell_lsp.training.corpus import read_jsonl
+    from cromwell_lsp.training.model import random_init
+
+    tok, _ = small_tokenizer
+    texts = [(r["path"], r["text"]) for r in read_jsonl(tok.path.parent / "corpus" / "train.jsonl")]
+    pool = D.snippet_pool(texts, random.Random(1), 30)
+    images, labels, starts = strip_batch(pool, random.Random(2), 7, side=128, rows=8, window=8)
+    assert images.shape == (7, 32, 128, 3) and labels.shape == (7, 8, 32)
+    assert all(r % 8 == 0 and 0 <= r <= 32 - 8 for r in starts)
+    assert all(lab.any() for lab in labels)  # every strip holds characters
+    model = random_init(preset("tiny").replace(vocab_size=tok.vocab_size), 0)
+    x = torch.as_tensor(images[:2])
+    with torch.no_grad():
+        same = model.vision(x, strip=(32, [0, 0]))
+        moved = model.vision(x, strip=(32, [8, 0]))
+        whole = model.vision.pos(32, 32)
+    assert same.shape == (2, 8 * 32, model.cfg.vision_dim)
+    assert not torch.equal(same[0], moved[0]) and torch.equal(same[1], moved[1])
+    assert not torch.equal(whole[:8], whole[8:16])  # the rows' positions differ

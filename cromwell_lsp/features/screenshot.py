@@ -58,8 +58,13 @@ def resolve_image(ref: str, doc_path: str | Path | None, roots) -> Path:
 
 
 def transcribe(model, image_path, max_tokens: int = 128, cancel=None) -> str:
-    """The code a screenshot shows, as the model reads it ("" when it reads nothing)."""
+    """The code a screenshot shows ("" when the model reads nothing): what the vision
+    encoder's reading head reads, or, for weights whose head reads nothing, what the
+    language model writes after the image prompt."""
     pixels = model.read_screenshot(image_path)
+    read = model.read_text(pixels)
+    if read.strip():
+        return read
     config = GenerationConfig(max_tokens=max_tokens, sampling=SamplingParams(0.0))
     text = "".join(model.stream(prompts.image_to_code(), config, image=pixels, cancel=cancel))
     return text.strip("\n").rstrip()
@@ -151,6 +156,15 @@ class SnippetIndex:
         return scored[:k]
 
 
+def screenshot_vector(model, pixels) -> np.ndarray:
+    """The vector snippets are ranked against: the mean of the screenshot's joint-space
+    vector and that of the code its reading head reads (a snippet's score is the mean of
+    the two cosines; the image's alone when it reads nothing)."""
+    vec = model.embed_image(pixels)
+    read = model.read_text(pixels)
+    return (vec + model.embed_text(read)) / 2 if read.strip() else vec
+
+
 def candidate_snippets(documents: dict[str, str] | None, roots) -> list[Snippet]:
     """Snippets of the open documents (their current text) and of the workspace's other
     Python files (from disk)."""
@@ -202,7 +216,7 @@ def explain_image(model, path, roots, settings=None, documents: dict[str, str] |
     index = index or SnippetIndex()
     snippets = candidate_snippets(documents, roots)
     if snippets:
-        vec = model.embed_image(pixels)
+        vec = screenshot_vector(model, pixels)
         best = index.nearest(model, vec, snippets, k, cancel)
         out.append("Most similar code in the workspace:")
         out += [f"- {_link(s, roots)} (similarity {score:.2f})" for score, s in best]

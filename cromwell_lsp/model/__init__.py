@@ -26,7 +26,7 @@ import numpy as np
 
 from . import prompts
 from .config import PRESETS, ModelConfig, preset
-from .engine import Engine, pooled
+from .engine import Engine
 from .generation import GenerationConfig, GenerationStats, generate_ids
 from .sampling import SamplingParams, TextStream
 from .kvcache import KVCache
@@ -114,19 +114,30 @@ class CromwellVLJEPA:
         return state
 
     def embed_image(self, image) -> np.ndarray:
-        """Mean-pooled, L2-normalised joint-space vector [J] of an image."""
+        """The joint-space vector [J] of an image (Engine.joint_vector: mean-pooled,
+        whitened by the retrieval metric, L2-normalised)."""
         state = image if isinstance(image, VisionState) else self.encode_image(image)
-        return pooled(self.engine.image_states(state))
+        return self.engine.joint_vector(self.engine.image_states(state))
+
+    def read_text(self, image) -> str:
+        """The code an image shows, read patch by patch by the vision encoder's reading head
+        and laid out in lines (model/reading.py); "" when it reads nothing (also for
+        weights whose head was never trained).  image: as encode_image takes, usually
+        read_screenshot's canvas."""
+        from .reading import grid_text
+
+        state = image if isinstance(image, VisionState) else self.encode_image(image)
+        return grid_text(self.engine.read_scores(state))
 
     def embed_text(self, text) -> np.ndarray:
-        """Mean-pooled, L2-normalised joint-space vector [J] of a text (or its token ids);
+        """The joint-space vector [J] of a text (or its token ids), as embed_image's;
         a text longer than the model's context is embedded by its first max_seq_len tokens
         (as training aligned screenshots with the start of their code)."""
         if isinstance(text, str):
             if self.tokenizer is None:
                 raise ValueError("this model has no tokenizer; pass token ids or load one")
             text = self.tokenizer.encode(text)
-        return pooled(self.engine.text_states(list(text)[: self.engine.cfg.max_seq_len]))
+        return self.engine.joint_vector(self.engine.text_states(list(text)[: self.engine.cfg.max_seq_len]))
 
 
     # ---- generation ------------------------------------------------------------------

@@ -99,10 +99,13 @@ class ModelConfig:
         return self.arch == "vljepa"
 
     def n_params(self) -> int:
-        """Parameters of the fp32 model, counted from the tensor list the weights use."""
+        """Parameters of the fp32 model, counted from the tensor list the weights use (the
+        retrieval metric is a fixed map set from statistics, not a parameter)."""
         from .weights import expected_tensors
         total = 0
-        for shape, _ in expected_tensors(self, "f32").values():
+        for name, (shape, _) in expected_tensors(self, "f32").items():
+            if name in ("joint.center", "joint.whiten"):
+                continue
             n = 1
             for s in shape:
                 n *= s

@@ -41,6 +41,8 @@ class Engine:
             self.fusion = Fusion(tensors, cfg)
             self.joint_text = Linear(tensors, "joint.text.weight")  # (J, d)
             self.joint_vision = Linear(tensors, "joint.vision.weight")  # (J, dv)
+            self.joint_center = np.asarray(tensors["joint.center"], np.float64)  # (J,)
+            self.joint_whiten = np.asarray(tensors["joint.whiten"], np.float64)  # (J, J)
             self.jepa = JEPAHead(tensors, cfg)
             self.ar = ARHead(tensors, cfg)
 
@@ -112,13 +114,25 @@ class Engine:
     def image_states(self, vision_state: VisionState) -> np.ndarray:
         return self.joint_vision(vision_state.tokens)  # (N, J)
 
+    def read_scores(self, vision_state: VisionState) -> np.ndarray:
+        """The reading head's logits for the character under each patch [Gh, Gw, 96]."""
+        return self.vision.read(vision_state)
+
+    def joint_vector(self, z: np.ndarray) -> np.ndarray:
+        """The vector screenshots and code are compared by: states [T, J] pooled, centred
+        and whitened by the retrieval metric, L2-normalised -> [J]."""
+        return pooled(z, self.joint_center, self.joint_whiten)
+
 
 def _same_image(state: VisionState, attached) -> bool:
     other = attached.vision_state
     return state is other or (state.grid == other.grid and np.array_equal(state.tokens, other.tokens))
 
 
-def pooled(z: np.ndarray) -> np.ndarray:
-    """Mean over tokens, L2-normalised: [T, J] -> [J]."""
+def pooled(z: np.ndarray, center=None, whiten=None) -> np.ndarray:
+    """Mean over tokens, then whiten @ (mean - center) when given, L2-normalised:
+    [T, J] -> [J]."""
     m = z.astype(np.float64).mean(axis=0)
+    if whiten is not None:
+        m = whiten @ (m - center)
     return (m / max(np.linalg.norm(m), 1e-12)).astype(np.float32)

@@ -116,6 +116,7 @@ class VisionEncoder:
         self.blocks = [WindowBlock(t, f"vision.blocks.{i}", cfg.vision_heads, cfg.window_size, eps)
                        for i in range(cfg.vision_layers)]
         self.norm = RMSNorm(t, "vision.norm.weight", eps)
+        self.read_w, self.read_b = t["vision.read.weight"], t["vision.read.bias"]  # (96, dv), (96,)
         self._pos_cache: dict[tuple[int, int], np.ndarray] = {}
 
     def pos_embed(self, gh: int, gw: int) -> np.ndarray:
@@ -134,3 +135,9 @@ class VisionEncoder:
         for block in self.blocks:
             x = block(x, gh, gw)
         return VisionState(self.norm(x), (gh, gw))
+
+    def read(self, state: VisionState) -> np.ndarray:
+        """The reading head's scores for the character under each patch [Gh, Gw, 96]
+        (model/reading.py)."""
+        logits = state.tokens @ self.read_w.T + self.read_b  # (N, 96)
+        return logits.reshape(*state.grid, -1)

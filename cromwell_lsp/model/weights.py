@@ -25,6 +25,7 @@ import numpy as np
 
 from .. import kernels
 from .config import ModelConfig
+from .reading import N_CLASSES
 
 FORMAT_VERSION = "1"
 QUANTS = ("f32", "int8")
@@ -99,6 +100,9 @@ def _vision_tensors(cfg):
     for i in range(cfg.vision_layers):
         t |= _block(f"vision.blocks.{i}", dv, cfg.vision_heads, cfg.vision_heads, cfg.vision_ffn_dim)
     t["vision.norm.weight"] = ((dv,), False)
+    # the reading head: the character under each patch (model/reading.py)
+    t["vision.read.weight"] = ((N_CLASSES, dv), False)
+    t["vision.read.bias"] = ((N_CLASSES,), False)
     return t
 
 
@@ -119,7 +123,9 @@ def _fusion_tensors(cfg):
 
 def _head_tensors(cfg):
     d, J = cfg.d_model, cfg.joint_dim
-    t = {"joint.text.weight": ((J, d), True), "joint.vision.weight": ((J, cfg.vision_dim), True)}
+    t = {"joint.text.weight": ((J, d), True), "joint.vision.weight": ((J, cfg.vision_dim), True),
+         # the retrieval metric: pooled vectors are compared as whiten @ (mean - center)
+         "joint.center": ((J,), False), "joint.whiten": ((J, J), False)}
     for i in range(cfg.jepa_layers):
         t |= _block(f"jepa.layers.{i}", J, cfg.jepa_heads, cfg.jepa_heads, cfg.jepa_ffn_dim)
     t["jepa.norm.weight"] = ((J,), False)
@@ -280,8 +286,22 @@ def load(path, expect_config: ModelConfig | None = None) -> WeightsFile:
     quant = meta.get("quant")
     if quant not in QUANTS:
         _fail(path, f"metadata 'quant' is {quant!r}, expected one of {QUANTS}")
+    if cfg.arch == "vljepa":  # files written before these parts existed get their defaults
+        for part in later_parts(cfg):
+            if not any(k in tensors for k in part):
+                tensors = {**tensors, **part}
     _check_against(path, tensors, expected_tensors(cfg, quant))
     return WeightsFile(path, tensors, meta, cfg, quant, mm)
+
+
+def later_parts(cfg: ModelConfig) -> list[dict[str, np.ndarray]]:
+    """Parts added after format 1's first files, each with what stands in for it in a
+    file without it: the retrieval metric that compares pooled vectors as they are (plain
+    cosine), and a reading head that reads nothing (every patch a space)."""
+    J, dv = cfg.joint_dim, cfg.vision_dim
+    return [{"joint.center": np.zeros(J, np.float32), "joint.whiten": np.eye(J, dtype=np.float32)},
+            {"vision.read.weight": np.zeros((N_CLASSES, dv), np.float32),
+             "vision.read.bias": np.zeros(N_CLASSES, np.float32)}]
 
 
 def _check_against(path, tensors, expected):

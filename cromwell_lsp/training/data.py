@@ -128,20 +128,39 @@ class Screenshot:
     scale: float        # render pixels -> canvas pixels
 
 
-def draw_screenshot(texts, rng: random.Random, side: int) -> Screenshot:
-    """A random function of the corpus that fits a screenshot, drawn in a random look."""
+def draw_snippet(texts, rng: random.Random) -> str:
+    """A random function of the corpus that fits a screenshot."""
     while True:
         _, text = rng.choice(texts)
         snippets = tasks.function_snippets(text, max_lines=SCREENSHOT_LINES)
         if not snippets:
             continue
         code = rng.choice(snippets)
-        if not fits_screenshot(code):
-            continue
-        image, glyphs = screenshots.render_with_layout(
-            code, rng, font_size=rng.choice(SCREENSHOT_FONT_SIZES))
-        return Screenshot(code, screenshots.screenshot_canvas(image, side), glyphs,
-                          screenshots.fit_scale(image.size, side))
+        if fits_screenshot(code):
+            return code
+
+
+def snippet_pool(texts, rng: random.Random, files: int) -> list[str]:
+    """Every function that fits a screenshot in `files` random files of the corpus: a pool
+    to draw many screenshots from without parsing a file for each."""
+    pool = []
+    for _, text in rng.sample(texts, min(files, len(texts))):
+        pool += [c for c in tasks.function_snippets(text, max_lines=SCREENSHOT_LINES)
+                 if fits_screenshot(c)]
+    return pool
+
+
+def draw_screenshot(texts, rng: random.Random, side: int) -> Screenshot:
+    """A random function of the corpus that fits a screenshot, drawn in a random look."""
+    return screenshot_of(draw_snippet(texts, rng), rng, side)
+
+
+def screenshot_of(code: str, rng: random.Random, side: int) -> Screenshot:
+    """`code` drawn in a random look on the training canvas."""
+    image, glyphs = screenshots.render_with_layout(
+        code, rng, font_size=rng.choice(SCREENSHOT_FONT_SIZES))
+    return Screenshot(code, screenshots.screenshot_canvas(image, side), glyphs,
+                      screenshots.fit_scale(image.size, side))
 
 
 def pad_rows(rows: list[list[int]], pad: int, masks: list[list[int]] | None = None):

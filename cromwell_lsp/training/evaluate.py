@@ -9,7 +9,8 @@
    And rest-of-line completions inside held-out files, one per file, with the server's
    prompt window and post-processing: exact, and how much of the line matched.
 3. Screenshot -> code retrieval in the joint space, through the engine: held-out functions
-   rendered as screenshots; for each image, is its own code the nearest of the candidates?
+   rendered as screenshots; for each image, is its own code the nearest of the candidates,
+   by the image's pooled vector and by the vector of the code its reading head reads?
 """
 from __future__ import annotations
 
@@ -188,20 +189,44 @@ def heldout_snippets(corpus: Path, n: int, seed: int = 7) -> list[str]:
     return pool[:n]
 
 
+def _ranks(queries: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """The rank of each query's own key (row i's is key i) by cosine among all keys."""
+    sims = queries @ keys.T
+    return (sims > sims[np.arange(len(keys)), np.arange(len(keys))][:, None]).sum(1)
+
+
 def retrieval(model, snippets: list[str], seed: int = 11) -> dict:
-    """Top-1 / top-5 accuracy of screenshot -> code among the snippets (cosine in the joint
-    space; each image rendered in a random style, as the training renders)."""
+    """Screenshot -> code among the snippets, each image rendered in a random style as the
+    training renders: top-1 / top-5 by the screenshot's own joint-space vector (the
+    pooled vision tokens), by the joint-space vector of the code its reading head reads
+    (model.read_text, then embed_text), and by both (the sum of the two cosines, what
+    the screenshot hover ranks by); and how much of the code the reading
+    gets right (difflib's ratio, 1.0 = all of it)."""
+    import difflib
+
     from .data import SCREENSHOT_FONT_SIZES
     from .screenshots import render
 
     rng = random.Random(seed)
     texts = np.stack([model.embed_text(s) for s in snippets])
-    images = np.stack([model.embed_image(model.read_screenshot(
-        render(s, rng, font_size=rng.choice(SCREENSHOT_FONT_SIZES)))) for s in snippets])
-    sims = images @ texts.T
-    ranks = (sims > sims[np.arange(len(snippets)), np.arange(len(snippets))][:, None]).sum(1)
-    return {"candidates": len(snippets), "top1": float(np.mean(ranks == 0)),
-            "top5": float(np.mean(ranks < 5)), "chance_top1": 1.0 / len(snippets)}
+    states = [model.encode_image(model.read_screenshot(
+        render(s, rng, font_size=rng.choice(SCREENSHOT_FONT_SIZES)))) for s in snippets]
+    images = np.stack([model.embed_image(v) for v in states])
+    direct = _ranks(images, texts)
+    reads = [model.read_text(v) for v in states]
+    pad = [model.tokenizer.special("pad")]
+    read_vectors = np.stack([model.embed_text(r or pad) for r in reads])
+    by_reading = _ranks(read_vectors, texts)
+    both = _ranks(images + read_vectors, texts)  # the sum of the two cosines
+    similarity = [difflib.SequenceMatcher(None, r, s.rstrip("\n")).ratio()
+                  for r, s in zip(reads, snippets)]
+    return {"candidates": len(snippets), "top1": float(np.mean(direct == 0)),
+            "top5": float(np.mean(direct < 5)), "chance_top1": 1.0 / len(snippets),
+            "by_reading_top1": float(np.mean(by_reading == 0)),
+            "by_reading_top5": float(np.mean(by_reading < 5)),
+            "both_top1": float(np.mean(both == 0)), "both_top5": float(np.mean(both < 5)),
+            "read_similarity": round(float(np.mean(similarity)), 4),
+            "read_examples": [{"code": s, "read": r} for s, r in zip(snippets[:3], reads[:3])]}
 
 
 def unigram_task_losses(trainer, logp: np.ndarray) -> dict:

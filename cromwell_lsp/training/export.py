@@ -1,12 +1,21 @@
-"""`cromwell train export`: a training checkpoint -> the engine's files, verified.
+"""`cromwell train export`: a training checkpoint -> the engine's files, verified; and
+`cromwell train import`: the engine's files -> a checkpoint to train on from.
 
-Writes OUT/model.safetensors (fp32), OUT/model-int8.safetensors and OUT/tokenizer.json,
-then loads each in the engine and compares its logits with the twin's on held-out-like
-text: fp32 within 1e-4 relative, int8 within 0.1 (a quantized model: reported, and an
-error past the bound fails the export).
+Export writes OUT/model.safetensors (fp32), OUT/model-int8.safetensors and
+OUT/tokenizer.json, then loads each in the engine and compares its logits with the twin's
+on held-out-like text: fp32 within 1e-4 relative, int8 within 0.1 (a quantized model:
+reported, and an error past the bound fails the export).
+
+Import is the way back when a run's checkpoints are gone (they live outside git) but its
+exported model is not, e.g. the shipped one: an int8 file's blocks are dequantized
+(q * d, exactly the values the engine multiplies by), so re-exporting an unchanged part
+gives the same int8 values again.  The checkpoint has no optimizer state and no data
+position: a training run started from it warm-starts (fresh AdamW moments, the data
+stream from its seed) at the step it names.
 """
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -14,9 +23,13 @@ import numpy as np
 import torch
 
 from ..model import CromwellVLJEPA
-from ..model.config import ModelConfig
+from ..model import weights as W
+from ..model.config import ModelConfig, preset
 from ..model.tokenizer import Tokenizer
-from .model import CromwellTwin, export_safetensors
+from .model import CromwellTwin, export_safetensors, load_state
+from .train import TrainConfig
+
+PRESETS = ("tiny", "small", "base")
 
 SAMPLE = 'def fibonacci(n):\n    """Return the n-th Fibonacci number."""\n    a, b = 0, 1\n'
 
@@ -24,7 +37,7 @@ SAMPLE = 'def fibonacci(n):\n    """Return the n-th Fibonacci number."""\n    a,
 def load_checkpoint(path) -> tuple[CromwellTwin, dict]:
     s = torch.load(path, map_location="cpu", weights_only=False)
     model = CromwellTwin(ModelConfig.from_dict(s["model_config"]))
-    model.load_state_dict(s["model"])
+    load_state(model, s["model"])
     return model.eval(), s
 
 
@@ -39,7 +52,8 @@ def export(ckpt, out, tokenizer, log=print, quants=("f32", "int8")) -> dict:
     trained = state.get("train_config", {})
     if trained.get("seq_len"):
         twin.cfg = twin.cfg.replace(max_seq_len=int(trained["seq_len"]))
-    extra = {"screenshot_side": str(trained.get("image_side") or twin.cfg.image_size)}
+    extra = {"screenshot_side": str(trained.get("image_side") or twin.cfg.image_size),
+             "train_step": str(state["step"]), "tokens_seen": str(state["tokens_seen"])}
     tok = Tokenizer(tokenizer)
     if state["tokenizer_sha256"] != tok.sha256:
         raise ValueError(f"{ckpt} was trained with another tokenizer than {tokenizer}")
@@ -65,3 +79,62 @@ def export(ckpt, out, tokenizer, log=print, quants=("f32", "int8")) -> dict:
         if err > bound:
             raise ValueError(f"{path}: engine logits differ from the twin by {err:.3g} (> {bound})")
     return report
+
+
+def _preset_of(cfg: ModelConfig, path) -> str:
+    """The training preset whose shapes `cfg` has (vocabulary and context aside)."""
+    for name in PRESETS:
+        if preset(name).replace(vocab_size=cfg.vocab_size, max_seq_len=cfg.max_seq_len) == cfg:
+            return name
+    raise ValueError(f"{path}: its config matches none of the training presets {PRESETS}")
+
+
+def import_weights(weights, ckpt, tokenizer, step: int | None = None,
+                   tokens_seen: int | None = None, log=print) -> dict:
+    """An engine weights file (fp32 or int8) -> a training checkpoint at `ckpt` (a warm
+    start: no optimizer state, no data position), checked by comparing the twin's logits
+    with the engine's on the same file.  The step and tokens seen are the file's own
+    (exports record them) unless given."""
+    from .. import kernels
+
+    wf = W.load(weights)
+    tok = Tokenizer(tokenizer)
+    if wf.tokenizer_sha256 and wf.tokenizer_sha256 != tok.sha256:
+        raise ValueError(f"{weights} was exported with another tokenizer than {tokenizer}")
+    arrays = {}
+    for name, (shape, linear) in W.fp32_tensors(wf.config).items():
+        if wf.quant == "int8" and W.is_quantizable(shape, linear):
+            arrays[name] = kernels.dequantize_q8_ref(wf.tensors[name + ".q"], wf.tensors[name + ".d"])
+        else:
+            arrays[name] = np.array(wf.tensors[name], dtype=np.float32)
+    twin = CromwellTwin(wf.config)
+    twin.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()})
+    twin.eval()
+    ids = tok.encode(SAMPLE)
+    with torch.no_grad():
+        ref = twin(torch.as_tensor([ids]), jepa=False).logits[0].double().numpy()
+    model = CromwellVLJEPA.load(weights)
+    got = model.forward(ids, model.new_cache(len(ids)))
+    err = float(np.max(np.abs(got - ref)) / np.max(np.abs(ref)))
+    # the engine's int8 path also rounds activations to int8 blocks; the twin does not
+    bound = 1e-4 if wf.quant == "f32" else 0.1
+    if err > bound:
+        raise ValueError(f"{weights}: the imported twin's logits differ from the engine's by "
+                         f"{err:.3g} (> {bound})")
+    side = int(wf.metadata.get("screenshot_side") or wf.config.image_size)
+    step = int(wf.metadata.get("train_step", 0)) if step is None else step
+    tokens_seen = int(wf.metadata.get("tokens_seen", 0)) if tokens_seen is None else tokens_seen
+    train_config = TrainConfig(model=_preset_of(wf.config, weights),
+                               seq_len=wf.config.max_seq_len, image_side=side)
+    state = {"model": twin.state_dict(), "model_config": wf.config.to_dict(),
+             "train_config": dataclasses.asdict(train_config),
+             "step": step, "tokens_seen": tokens_seen, "elapsed": 0.0,
+             "tokenizer_sha256": tok.sha256, "imported_from": str(weights)}
+    ckpt = Path(ckpt)
+    ckpt.parent.mkdir(parents=True, exist_ok=True)
+    tmp = ckpt.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(ckpt)
+    log(f"{ckpt}: imported from {weights} ({wf.quant}), twin vs engine logits rel err {err:.2e}")
+    return {"checkpoint": str(ckpt), "quant": wf.quant, "rel_err": err, "step": step,
+            "params": wf.config.n_params(), "screenshot_side": side}

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from ..model import weights as W
 from ..model.config import ModelConfig
+from ..model.reading import N_CLASSES
 from ..model.vision import interp_matrix
 
 
@@ -184,6 +185,7 @@ class VisionEncoder(nn.Module):
         self.blocks = nn.ModuleList(WindowBlock(dv, cfg.vision_heads, cfg.vision_ffn_dim,
                                                 cfg.window_size, eps) for _ in range(cfg.vision_layers))
         self.norm = RMSNorm(dv, eps)
+        self.read = nn.Linear(dv, N_CLASSES)  # the character under each patch (align's reading loss)
 
     def pos(self, gh, gw):
         G = self.pos_embed.shape[0]
@@ -193,14 +195,23 @@ class VisionEncoder(nn.Module):
         rx = torch.as_tensor(interp_matrix(gw, G), dtype=self.pos_embed.dtype)
         return torch.einsum("yi,ijc,xj->yxc", ry, self.pos_embed, rx)
 
-    def forward(self, image):
-        """image [B, H, W, C] float -> vision tokens [B, N, dv] (row-major grid)."""
+    def forward(self, image, strip=None):
+        """image [B, H, W, C] float -> vision tokens [B, N, dv] (row-major grid).
+        strip (GH, rows0): image b is rows rows0[b].. of a GH-row grid as wide as it is
+        (strips of a larger canvas, for training on the parts that hold text); its
+        positions are those rows of the whole grid's."""
         B, H, Wd, _ = image.shape
         x = F.pad(image, (0, 0, 0, -Wd % 4, 0, -H % 4))
         x = self.patch_embed(x)  # (B, Gh, Gw, P)
         for block in self.mbconv:
             x = block(x)
-        x = self.proj(x) + self.pos(x.shape[1], x.shape[2])  # (B, Gh, Gw, dv)
+        gh, gw = x.shape[1], x.shape[2]
+        if strip is None:
+            pos = self.pos(gh, gw)  # (Gh, Gw, dv)
+        else:
+            whole = self.pos(strip[0], gw)
+            pos = torch.stack([whole[r:r + gh] for r in strip[1]])  # (B, Gh, Gw, dv)
+        x = self.proj(x) + pos  # (B, Gh, Gw, dv)
         for block in self.blocks:
             x = block(x)
         return self.norm(x).flatten(1, 2)
@@ -259,9 +270,19 @@ class Fusion(nn.Module):
 
 
 class Joint(nn.Module):
+    """Projections into the joint space, and the retrieval metric pooled vectors are
+    compared by: whiten @ (mean - center), a fixed affine map (buffers, not trained) set
+    from the text side's statistics (align.whitening); the identity until then."""
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.text, self.vision = _linear(cfg.d_model, cfg.joint_dim), _linear(cfg.vision_dim, cfg.joint_dim)
+        J = cfg.joint_dim
+        self.text, self.vision = _linear(cfg.d_model, J), _linear(cfg.vision_dim, J)
+        self.register_buffer("center", torch.zeros(J))
+        self.register_buffer("whiten", torch.eye(J))
+
+    def metric(self, m):  # pooled (B, J) -> (B, J)
+        return (m - self.center) @ self.whiten.T
 
 
 class Predictor(nn.Module):
@@ -342,23 +363,24 @@ class CromwellTwin(nn.Module):
         return self.pool_image(self.vision(image))
 
     def pool_image(self, v):  # vision tokens (B, N, dv) -> (B, J), unit length
-        return _pooled(v, self.joint.vision)
+        return _pooled(v, self.joint.vision, self.joint.metric)
 
     def embed_text(self, tokens, mask=None):  # (B, T) [, (B, T) 1 = counted] -> (B, J)
-        return _pooled(self.fusion(self.lang(tokens), None, None), self.joint.text, mask)
+        return _pooled(self.fusion(self.lang(tokens), None, None), self.joint.text,
+                       self.joint.metric, mask)
 
 
-def _pooled(states, project, mask=None):
-    """The joint projection of states, averaged over tokens (those with mask 1), unit
-    length; computed in fp32 at least, also under bf16 autocast: in bf16 the screenshots'
-    pooled vectors were indistinguishable (cosines within 1e-4 of each other) and the
-    contrastive loss sat at chance."""
+def _pooled(states, project, metric, mask=None):
+    """The joint projection of states, averaged over tokens (those with mask 1), mapped
+    by the retrieval metric, unit length; computed in fp32 at least, also under bf16
+    autocast: in bf16 the screenshots' pooled vectors were indistinguishable (cosines
+    within 1e-4 of each other) and the contrastive loss sat at chance."""
     with torch.autocast(states.device.type, enabled=False):
         z = project(states.to(torch.promote_types(states.dtype, torch.float32)))
         if mask is None:
-            return F.normalize(z.mean(1), dim=-1)
+            return F.normalize(metric(z.mean(1)), dim=-1)
         m = mask[..., None].to(z.dtype)
-        return F.normalize((z * m).sum(1) / m.sum(1).clamp_min(1.0), dim=-1)
+        return F.normalize(metric((z * m).sum(1) / m.sum(1).clamp_min(1.0)), dim=-1)
 
 
 def jepa_loss(preds, z, step_weights):
@@ -380,6 +402,14 @@ def jepa_loss(preds, z, step_weights):
 _OUT_PROJ = (".wo.weight", ".w2.weight", ".project.weight")
 
 
+def init_order(model: CromwellTwin) -> list[tuple[str, nn.Parameter]]:
+    """Parameters in the order random draws fill them: the reading head last, so every
+    other part of a seed's model is what it was before the head existed."""
+    params = list(model.named_parameters())
+    return ([x for x in params if not x[0].startswith("vision.read.")]
+            + [x for x in params if x[0].startswith("vision.read.")])
+
+
 @torch.no_grad()
 def random_init(cfg: ModelConfig, seed: int = 0) -> CromwellTwin:
     """A twin with GPT-2-style weights: N(0, 0.02), output projections scaled by
@@ -392,7 +422,7 @@ def random_init(cfg: ModelConfig, seed: int = 0) -> CromwellTwin:
     model = CromwellTwin(cfg)
     gen = torch.Generator().manual_seed(seed)
     depth = max(1, cfg.n_layers + cfg.fusion_layers + cfg.ar_layers)
-    for name, p in model.named_parameters():
+    for name, p in init_order(model):
         if name.endswith("norm.weight"):
             p.fill_(1.0)
         elif name == "lang.tok_embeddings.weight":
@@ -405,6 +435,17 @@ def random_init(cfg: ModelConfig, seed: int = 0) -> CromwellTwin:
         else:
             std = 0.02 / (2 * depth) ** 0.5 if name.endswith(_OUT_PROJ) else 0.02
             p.copy_(torch.randn(p.shape, generator=gen) * std)
+    return model
+
+
+def load_state(model: CromwellTwin, state: dict) -> CromwellTwin:
+    """load_state_dict, where a checkpoint written before the retrieval metric and the
+    reading head existed keeps the model's own (the identity metric it was trained with,
+    an untrained head)."""
+    own = model.state_dict()
+    later = ("joint.center", "joint.whiten", "vision.read.weight", "vision.read.bias")
+    state = {**{k: own[k] for k in later if k in own}, **state}
+    model.load_state_dict(state)
     return model
 
 

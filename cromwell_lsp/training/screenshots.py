@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..model.images import fit_scale, screenshot_canvas, to_array  # noqa: F401  (the shared transformation)
+from ..model.reading import char_class
 
 STYLES = ("default", "monokai", "friendly", "solarized-dark", "solarized-light", "github-dark",
           "vs", "one-dark", "dracula", "zenburn", "tango", "native", "xcode", "nord")
@@ -36,11 +37,6 @@ def render(code: str, rng: random.Random | None = None, **kw):
     return render_with_layout(code, rng, **kw)[0]
 
 
-def char_class(ch: str) -> int:
-    """0 for a space, 1..94 for "!".."~", 95 for any other character."""
-    return 0 if ch == " " else (ord(ch) - 32 if "!" <= ch <= "~" else 95)
-
-
 def char_labels(glyphs: list[Glyph], scale: float, side: int, patch: int = 4) -> np.ndarray:
     """The character under the centre of each patch of a `side`-pixel canvas that holds
     the render scaled by `scale` at its top left: [side/patch, side/patch] int64 classes
@@ -60,6 +56,28 @@ def char_labels(glyphs: list[Glyph], scale: float, side: int, patch: int = 4) ->
     return out
 
 
+_FONT_PATHS: dict = {}
+
+
+def _font_paths_once():
+    """Pygments' ImageFormatter asks fc-list (six subprocesses) for the font's files every
+    time one is built, 60% of a render here; the answer never changes within a process,
+    so the lookup is made once per (font, style)."""
+    from pygments.formatters import img
+
+    lookup = getattr(img.FontManager, "_get_nix_font_path", None)
+    if lookup is None or getattr(lookup, "cached", False):
+        return
+
+    def cached(self, name, style):
+        if (name, style) not in _FONT_PATHS:
+            _FONT_PATHS[name, style] = lookup(self, name, style)
+        return _FONT_PATHS[name, style]
+
+    cached.cached = True
+    img.FontManager._get_nix_font_path = cached
+
+
 def render_with_layout(code: str, rng: random.Random | None = None, *, style: str | None = None,
                        font_size: int | None = None, line_numbers: bool | None = None):
     """(PIL RGB image of `code` highlighted as Python, the Glyph of every character drawn)."""
@@ -68,6 +86,7 @@ def render_with_layout(code: str, rng: random.Random | None = None, *, style: st
     from pygments.lexers import PythonLexer
     from pygments.styles import get_all_styles
 
+    _font_paths_once()
     rng = rng or random.Random(0)
     available = set(get_all_styles())
     style = style or rng.choice([s for s in STYLES if s in available])

@@ -36,7 +36,7 @@ from ..model.tokenizer import Tokenizer
 from . import data as D
 from . import tasks
 from .corpus import read_jsonl
-from .model import CromwellTwin, jepa_loss, random_init
+from .model import CromwellTwin, jepa_loss, load_state, random_init
 
 
 @dataclass
@@ -192,9 +192,13 @@ class Trainer:
         s = torch.load(path, map_location=self.device, weights_only=False)
         if s["tokenizer_sha256"] != self.tok.sha256:
             raise ValueError(f"{path} was trained with another tokenizer; use a new --out")
-        self.model.load_state_dict(s["model"])
-        self.opt.load_state_dict(s["opt"])
+        load_state(self.model, s["model"])
         self.step, self.tokens_seen, self.elapsed = s["step"], s["tokens_seen"], s["elapsed"]
+        if "opt" not in s:  # `cromwell train import`: weights and step only
+            self.log(f"warm start from {path} (imported from {s.get('imported_from')}) at "
+                     f"step {self.step}: fresh optimizer, data stream from its seed")
+            return
+        self.opt.load_state_dict(s["opt"])
         # checkpoints written before "ranks" kept the one process's position at top level
         ranks = s.get("ranks") or [{"stream": s["stream"], "img_rng": s["img_rng"]}]
         if len(ranks) != self.world:
