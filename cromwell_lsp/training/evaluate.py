@@ -199,8 +199,8 @@ def retrieval(model, snippets: list[str], seed: int = 11) -> dict:
     """Screenshot -> code among the snippets, each image rendered in a random style as the
     training renders: top-1 / top-5 by the screenshot's own joint-space vector (the
     pooled vision tokens), by the joint-space vector of the code its reading head reads
-    (model.read_text, then embed_text), and by both (the sum of the two cosines, what
-    the screenshot hover ranks by); and how much of the code the reading
+    (model.read_text, then embed_text, what the screenshot hover ranks by), and by both
+    (the sum of the two cosines); and how much of the code the reading
     gets right (difflib's ratio, 1.0 = all of it)."""
     import difflib
 
