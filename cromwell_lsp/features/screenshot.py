@@ -2,7 +2,9 @@
 
   resolve_image(ref, doc_path, roots)   the file an image reference names, checked: a
                                         supported suffix, inside a workspace root, present
-  transcribe(model, path, ...)          the code the screenshot shows (the image task)
+  transcribe(model, path, ...)          the code the screenshot shows: what the vision
+                                        encoder's reading head reads (transcription)
+  screenshot_vector(model, pixels, read) what snippets are ranked against
   snippets_of(path, text)               the pieces of a Python file a screenshot could show:
                                         every def and class, and windows over the rest
   SnippetIndex                          joint-space vectors of snippets, cached by content
@@ -58,11 +60,15 @@ def resolve_image(ref: str, doc_path: str | Path | None, roots) -> Path:
 
 
 def transcribe(model, image_path, max_tokens: int = 128, cancel=None) -> str:
-    """The code a screenshot shows ("" when the model reads nothing): what the vision
-    encoder's reading head reads, or, for weights whose head reads nothing, what the
-    language model writes after the image prompt."""
+    """The code a screenshot file shows ("" when the model reads nothing)."""
     pixels = model.read_screenshot(image_path)
-    read = model.read_text(pixels)
+    return transcription(model, pixels, model.read_text(pixels), max_tokens, cancel)
+
+
+def transcription(model, pixels, read: str, max_tokens: int = 128, cancel=None) -> str:
+    """The code a screenshot's canvas shows: what the vision encoder's reading head read
+    (`read`, model.read_text), or, for weights whose head reads nothing, what the
+    language model writes after the image prompt."""
     if read.strip():
         return read
     config = GenerationConfig(max_tokens=max_tokens, sampling=SamplingParams(0.0))
@@ -156,12 +162,12 @@ class SnippetIndex:
         return scored[:k]
 
 
-def screenshot_vector(model, pixels) -> np.ndarray:
+def screenshot_vector(model, pixels, read: str) -> np.ndarray:
     """The vector snippets are ranked against: the joint-space vector of the code the
     screenshot's reading head reads, or the image's own pooled vector when it reads
     nothing.  (On 100 held-out screenshots the shipped model finds the right function
-    first 73 times by what it reads, 2 by the pooled vector, 59 by the two together.)"""
-    read = model.read_text(pixels)
+    first 73 times by what it reads, 2 by the pooled vector, 59 by the two together.)
+    pixels: a canvas or its VisionState; read: what model.read_text read from it."""
     return model.embed_text(read) if read.strip() else model.embed_image(pixels)
 
 
@@ -213,17 +219,18 @@ def explain_image(model, path, roots, settings=None, documents: dict[str, str] |
     roots = [Path(r) for r in (roots or [Path.cwd()])]
     out = [f"**Screenshot** `{path.name}`"]
     pixels = model.read_screenshot(path)
+    read = model.read_text(pixels)  # once: the ranking and the transcription both use it
     index = index or SnippetIndex()
     snippets = candidate_snippets(documents, roots)
     if snippets:
-        vec = screenshot_vector(model, pixels)
+        vec = screenshot_vector(model, pixels, read)
         best = index.nearest(model, vec, snippets, k, cancel)
         out.append("Most similar code in the workspace:")
         out += [f"- {_link(s, roots)} (similarity {score:.2f})" for score, s in best]
     else:
         out.append("No Python files in the workspace to compare it with.")
     max_tokens = getattr(settings, "max_tokens", 128) if settings is not None else 128
-    code = transcribe(model, path, max(16, max_tokens), cancel)
+    code = transcription(model, pixels, read, max(16, max_tokens), cancel)
     if code:
         out.append("Transcription:\n```python\n" + code.replace("```", "`\u200b``") + "\n```")
     return "\n\n".join(out)

@@ -199,11 +199,12 @@ def retrieval(model, snippets: list[str], seed: int = 11) -> dict:
     """Screenshot -> code among the snippets, each image rendered in a random style as the
     training renders: top-1 / top-5 by the screenshot's own joint-space vector (the
     pooled vision tokens), by the joint-space vector of the code its reading head reads
-    (model.read_text, then embed_text, what the screenshot hover ranks by), and by both
+    (features.screenshot.screenshot_vector, what the screenshot hover ranks by), and by both
     (the sum of the two cosines); and how much of the code the reading
     gets right (difflib's ratio, 1.0 = all of it)."""
     import difflib
 
+    from ..features.screenshot import screenshot_vector
     from .data import SCREENSHOT_FONT_SIZES
     from .screenshots import render
 
@@ -214,8 +215,7 @@ def retrieval(model, snippets: list[str], seed: int = 11) -> dict:
     images = np.stack([model.embed_image(v) for v in states])
     direct = _ranks(images, texts)
     reads = [model.read_text(v) for v in states]
-    pad = [model.tokenizer.special("pad")]
-    read_vectors = np.stack([model.embed_text(r or pad) for r in reads])
+    read_vectors = np.stack([screenshot_vector(model, v, r) for v, r in zip(states, reads)])
     by_reading = _ranks(read_vectors, texts)
     both = _ranks(images + read_vectors, texts)  # the sum of the two cosines
     similarity = [difflib.SequenceMatcher(None, r, s.rstrip("\n")).ratio()
