@@ -101,10 +101,10 @@ class ModelConfig:
     def n_params(self) -> int:
         """Parameters of the fp32 model, counted from the tensor list the weights use (the
         retrieval metric is a fixed map set from statistics, not a parameter)."""
-        from .weights import expected_tensors
+        from .weights import RETRIEVAL_METRIC, expected_tensors
         total = 0
         for name, (shape, _) in expected_tensors(self, "f32").items():
-            if name in ("joint.center", "joint.whiten"):
+            if name in RETRIEVAL_METRIC:
                 continue
             n = 1
             for s in shape:

@@ -129,10 +129,7 @@ def _same_image(state: VisionState, attached) -> bool:
     return state is other or (state.grid == other.grid and np.array_equal(state.tokens, other.tokens))
 
 
-def pooled(z: np.ndarray, center=None, whiten=None) -> np.ndarray:
-    """Mean over tokens, then whiten @ (mean - center) when given, L2-normalised:
-    [T, J] -> [J]."""
-    m = z.astype(np.float64).mean(axis=0)
-    if whiten is not None:
-        m = whiten @ (m - center)
+def pooled(z: np.ndarray, center: np.ndarray, whiten: np.ndarray) -> np.ndarray:
+    """Mean over tokens, then whiten @ (mean - center), L2-normalised: [T, J] -> [J]."""
+    m = whiten @ (z.astype(np.float64).mean(axis=0) - center)
     return (m / max(np.linalg.norm(m), 1e-12)).astype(np.float32)

@@ -294,12 +294,16 @@ def load(path, expect_config: ModelConfig | None = None) -> WeightsFile:
     return WeightsFile(path, tensors, meta, cfg, quant, mm)
 
 
+RETRIEVAL_METRIC = ("joint.center", "joint.whiten")  # a fixed map, not a parameter
+
+
 def later_parts(cfg: ModelConfig) -> list[dict[str, np.ndarray]]:
     """Parts added after format 1's first files, each with what stands in for it in a
     file without it: the retrieval metric that compares pooled vectors as they are (plain
     cosine), and a reading head that reads nothing (every patch a space)."""
     J, dv = cfg.joint_dim, cfg.vision_dim
-    return [{"joint.center": np.zeros(J, np.float32), "joint.whiten": np.eye(J, dtype=np.float32)},
+    center, whiten = RETRIEVAL_METRIC
+    return [{center: np.zeros(J, np.float32), whiten: np.eye(J, dtype=np.float32)},
             {"vision.read.weight": np.zeros((N_CLASSES, dv), np.float32),
              "vision.read.bias": np.zeros(N_CLASSES, np.float32)}]
 

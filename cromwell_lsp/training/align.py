@@ -48,7 +48,7 @@ from ..model.tokenizer import Tokenizer
 from . import data as D
 from .corpus import read_jsonl
 from .export import load_checkpoint
-from .model import load_state, random_init
+from .model import random_init
 from .train import info_nce
 
 
@@ -176,10 +176,9 @@ def run(c: AlignConfig, log=print) -> dict:
     params = []
     for name, p in model.named_parameters():
         p.requires_grad_(trainable(name))
-        if trainable(name) and not name.startswith("vision.read."):
+        if trainable(name):
             params.append(p)
     head = model.vision.read  # the reading head, exported with the model
-    params += list(head.parameters())
     if c.learn_metric:  # the metric's map adapts to what the screenshots can show
         params.append(model.joint.whiten.requires_grad_(True))
     opt = torch.optim.AdamW(params, lr=c.lr, betas=(0.9, 0.95), weight_decay=0.01)
@@ -188,9 +187,7 @@ def run(c: AlignConfig, log=print) -> dict:
     resume = out / "align.pt"
     if resume.exists():
         s = torch.load(resume, map_location="cpu", weights_only=False)
-        load_state(model, s["model"])
-        if "head" in s:  # written when the head was not part of the model
-            head.load_state_dict(s["head"])
+        model.load_state_dict(s["model"])
         opt.load_state_dict(s["opt"])
         step, hist = s["step"], s["hist"]
         r = s["rng"]

@@ -443,8 +443,8 @@ def load_state(model: CromwellTwin, state: dict) -> CromwellTwin:
     reading head existed keeps the model's own (the identity metric it was trained with,
     an untrained head)."""
     own = model.state_dict()
-    later = ("joint.center", "joint.whiten", "vision.read.weight", "vision.read.bias")
-    state = {**{k: own[k] for k in later if k in own}, **state}
+    later = [k for part in W.later_parts(model.cfg) for k in part if k in own]
+    state = {**{k: own[k] for k in later}, **state}
     model.load_state_dict(state)
     return model
 
