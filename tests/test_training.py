@@ -142,7 +142,7 @@ def test_loss_falls_and_export_matches_the_twin(small_tokenizer, tmp_path):
     from cromwell_lsp.training.align import AlignConfig, run as align
     cfg = AlignConfig(out=str(tmp_path / "run"), corpus=str(tok.path.parent / "corpus"),
                       tokenizer=str(tok.path), steps=2, batch=4, ckpt_every=1,
-                      metric_functions=400)
+                      metric_functions=400, read_steps=1, strips=4, strip_rows=8)
     got = align(cfg, log=_quiet)
     assert got["steps"] == 2 and got["loss"] > 0
     before = torch.load(tmp_path / "run" / "ckpt.pt", weights_only=False)["model"]

@@ -55,9 +55,7 @@ from .train import info_nce
 def text_means(model, ids, mask) -> torch.Tensor:
     """The frozen text side's mean joint state of each row (before the metric): (B, J)."""
     with torch.no_grad():
-        z = model.joint.text(model.fusion(model.lang(torch.as_tensor(ids)), None, None))
-        m = torch.as_tensor(mask)[..., None]
-        return (z * m).sum(1) / m.sum(1).clamp_min(1.0)
+        return model.text_mean(torch.as_tensor(ids), torch.as_tensor(mask))
 
 
 def whitening(model, pool, tok, rng: random.Random, n: int = 3000, batch: int = 64,
@@ -204,32 +202,24 @@ def run(c: AlignConfig, log=print) -> dict:
                                                  model.cfg.window_size)
             v = model.vision(torch.as_tensor(images), strip=(side // 4, starts))
             ocr, read = ocr_loss(head, v, torch.as_tensor(labels))
-            opt.zero_grad(set_to_none=True)
-            ocr.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
-            step += 1
-            hist.append({"step": step, "loss": float("nan"), "ocr": ocr.item(),
-                         "chars_read": read, "batch_top1": float("nan")})
-            _report(step, c, hist, t0, log)
-            _checkpoint(step, c, resume, model, opt, hist, rng)
-            continue
-        images, labels, codes, code_mask = ocr_batch(pool, tok, rng, c.batch, side)
-        txt = F.normalize(model.joint.metric(text_means(model, codes, code_mask)), dim=-1)
-        v = model.vision(torch.as_tensor(images))
-        img = model.pool_image(v)
-        nce = info_nce(img, txt, c.temperature)
-        ocr, read = ocr_loss(head, v, torch.as_tensor(labels))
-        loss = nce + c.ocr_weight * ocr
+            loss, measured = ocr, {"loss": float("nan"), "batch_top1": float("nan")}
+        else:
+            images, labels, codes, code_mask = ocr_batch(pool, tok, rng, c.batch, side)
+            txt = F.normalize(model.joint.metric(text_means(model, codes, code_mask)), dim=-1)
+            v = model.vision(torch.as_tensor(images))
+            img = model.pool_image(v)
+            nce = info_nce(img, txt, c.temperature)
+            ocr, read = ocr_loss(head, v, torch.as_tensor(labels))
+            loss = nce + c.ocr_weight * ocr
+            with torch.no_grad():
+                acc = float(((img @ txt.T).argmax(1) == torch.arange(len(img))).float().mean())
+            measured = {"loss": nce.item(), "batch_top1": acc}
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         step += 1
-        with torch.no_grad():
-            acc = float(((img @ txt.T).argmax(1) == torch.arange(len(img))).float().mean())
-        hist.append({"step": step, "loss": nce.item(), "ocr": ocr.item(), "chars_read": read,
-                     "batch_top1": acc})
+        hist.append({"step": step, **measured, "ocr": ocr.item(), "chars_read": read})
         _report(step, c, hist, t0, log)
         _checkpoint(step, c, resume, model, opt, hist, rng)
     # the side travels with the checkpoint: export writes it as the model's screenshot side

@@ -363,24 +363,30 @@ class CromwellTwin(nn.Module):
         return self.pool_image(self.vision(image))
 
     def pool_image(self, v):  # vision tokens (B, N, dv) -> (B, J), unit length
-        return _pooled(v, self.joint.vision, self.joint.metric)
+        m = _mean(v, self.joint.vision)
+        with torch.autocast(v.device.type, enabled=False):
+            return F.normalize(self.joint.metric(m), dim=-1)
 
     def embed_text(self, tokens, mask=None):  # (B, T) [, (B, T) 1 = counted] -> (B, J)
-        return _pooled(self.fusion(self.lang(tokens), None, None), self.joint.text,
-                       self.joint.metric, mask)
+        m = self.text_mean(tokens, mask)  # the language side under the caller's autocast
+        with torch.autocast(tokens.device.type, enabled=False):
+            return F.normalize(self.joint.metric(m), dim=-1)
+
+    def text_mean(self, tokens, mask=None):  # the text side's mean joint state, before the metric
+        return _mean(self.fusion(self.lang(tokens), None, None), self.joint.text, mask)
 
 
-def _pooled(states, project, metric, mask=None):
-    """The joint projection of states, averaged over tokens (those with mask 1), mapped
-    by the retrieval metric, unit length; computed in fp32 at least, also under bf16
-    autocast: in bf16 the screenshots' pooled vectors were indistinguishable (cosines
-    within 1e-4 of each other) and the contrastive loss sat at chance."""
+def _mean(states, project, mask=None):
+    """The joint projection of states averaged over tokens (those with mask 1), computed
+    in fp32 at least, also under bf16 autocast: in bf16 the screenshots' pooled vectors
+    were indistinguishable (cosines within 1e-4 of each other) and the contrastive loss
+    sat at chance."""
     with torch.autocast(states.device.type, enabled=False):
         z = project(states.to(torch.promote_types(states.dtype, torch.float32)))
         if mask is None:
-            return F.normalize(metric(z.mean(1)), dim=-1)
+            return z.mean(1)
         m = mask[..., None].to(z.dtype)
-        return F.normalize(metric((z * m).sum(1) / m.sum(1).clamp_min(1.0)), dim=-1)
+        return (z * m).sum(1) / m.sum(1).clamp_min(1.0)
 
 
 def jepa_loss(preds, z, step_weights):
