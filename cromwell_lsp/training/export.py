@@ -24,12 +24,10 @@ import torch
 
 from ..model import CromwellVLJEPA
 from ..model import weights as W
-from ..model.config import ModelConfig, preset
+from ..model.config import PRESETS, ModelConfig, preset
 from ..model.tokenizer import Tokenizer
 from .model import CromwellTwin, export_safetensors, load_state
 from .train import TrainConfig
-
-PRESETS = ("tiny", "small", "base")
 
 SAMPLE = 'def fibonacci(n):\n    """Return the n-th Fibonacci number."""\n    a, b = 0, 1\n'
 
@@ -59,26 +57,36 @@ def export(ckpt, out, tokenizer, log=print, quants=("f32", "int8")) -> dict:
         raise ValueError(f"{ckpt} was trained with another tokenizer than {tokenizer}")
     if Path(tokenizer).resolve() != (out / "tokenizer.json").resolve():
         shutil.copy(tokenizer, out / "tokenizer.json")
-    ids = tok.encode(SAMPLE)
-    with torch.no_grad():
-        ref = twin(torch.as_tensor([ids]), jepa=False).logits[0].double().numpy()
     report = {"step": state["step"], "tokens_seen": state["tokens_seen"],
               "params": twin.cfg.n_params()}
-    for quant, name, bound in (("f32", "model.safetensors", 1e-4),
-                               ("int8", "model-int8.safetensors", 0.1)):
+    for quant, name in (("f32", "model.safetensors"), ("int8", "model-int8.safetensors")):
         if quant not in quants:
             continue
         path = out / name
         export_safetensors(twin, path, quant, tok.sha256, extra)
-        model = CromwellVLJEPA.load(path)
-        got = model.forward(ids, model.new_cache(len(ids)))
-        err = float(np.max(np.abs(got - ref)) / np.max(np.abs(ref)))
+        err = same_logits(twin, path, tok, quant)
         report[f"{quant}_rel_err"] = err
         report[f"{quant}_mb"] = round(path.stat().st_size / 2**20, 2)
         log(f"{path}: {report[f'{quant}_mb']} MiB, logits vs twin rel err {err:.2e}")
-        if err > bound:
-            raise ValueError(f"{path}: engine logits differ from the twin by {err:.3g} (> {bound})")
     return report
+
+
+BOUNDS = {"f32": 1e-4, "int8": 0.1}  # the engine's int8 path also rounds activations to int8
+
+
+def same_logits(twin, path, tok, quant: str) -> float:
+    """The relative difference between the twin's logits and the engine's with the weights
+    file at `path` on SAMPLE; ValueError past the quant's bound."""
+    ids = tok.encode(SAMPLE)
+    with torch.no_grad():
+        ref = twin(torch.as_tensor([ids]), jepa=False).logits[0].double().numpy()
+    model = CromwellVLJEPA.load(path)
+    got = model.forward(ids, model.new_cache(len(ids)))
+    err = float(np.max(np.abs(got - ref)) / np.max(np.abs(ref)))
+    if err > BOUNDS[quant]:
+        raise ValueError(f"{path}: engine logits differ from the twin by {err:.3g} "
+                         f"(> {BOUNDS[quant]})")
+    return err
 
 
 def _preset_of(cfg: ModelConfig, path) -> str:
@@ -86,7 +94,7 @@ def _preset_of(cfg: ModelConfig, path) -> str:
     for name in PRESETS:
         if preset(name).replace(vocab_size=cfg.vocab_size, max_seq_len=cfg.max_seq_len) == cfg:
             return name
-    raise ValueError(f"{path}: its config matches none of the training presets {PRESETS}")
+    raise ValueError(f"{path}: its config matches none of the presets {', '.join(PRESETS)}")
 
 
 def import_weights(weights, ckpt, tokenizer, step: int | None = None,
@@ -109,18 +117,7 @@ def import_weights(weights, ckpt, tokenizer, step: int | None = None,
             arrays[name] = np.array(wf.tensors[name], dtype=np.float32)
     twin = CromwellTwin(wf.config)
     twin.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()})
-    twin.eval()
-    ids = tok.encode(SAMPLE)
-    with torch.no_grad():
-        ref = twin(torch.as_tensor([ids]), jepa=False).logits[0].double().numpy()
-    model = CromwellVLJEPA.load(weights)
-    got = model.forward(ids, model.new_cache(len(ids)))
-    err = float(np.max(np.abs(got - ref)) / np.max(np.abs(ref)))
-    # the engine's int8 path also rounds activations to int8 blocks; the twin does not
-    bound = 1e-4 if wf.quant == "f32" else 0.1
-    if err > bound:
-        raise ValueError(f"{weights}: the imported twin's logits differ from the engine's by "
-                         f"{err:.3g} (> {bound})")
+    err = same_logits(twin.eval(), weights, tok, wf.quant)
     side = int(wf.metadata.get("screenshot_side") or wf.config.image_size)
     step = int(wf.metadata.get("train_step", 0)) if step is None else step
     tokens_seen = int(wf.metadata.get("tokens_seen", 0)) if tokens_seen is None else tokens_seen
