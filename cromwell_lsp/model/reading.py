@@ -104,11 +104,11 @@ def grid_text(scores: np.ndarray) -> str:
         return ""
     lines = [_line(P[r0:r1]) for r0, r1 in line_bands(P)]
     lines = [line if (line != 0).sum() >= MIN_INK else np.zeros_like(line) for line in lines]
-    runs = [[r for r in _runs(line)] for line in lines]
-    inked = [(n, c) for line in runs for (_, n, c) in line if c]
-    if not inked:
+    runs = [_runs(line) for line in lines]
+    lengths = [n for line in runs for (_, n, c) in line if c]
+    if not lengths:
         return ""
-    pitch = _pitch([n for n, _ in inked])
+    pitch = _pitch(lengths)
     runs = _without_line_numbers(runs)
     if not any(c for line in runs for (_, _, c) in line):
         return ""
@@ -117,7 +117,7 @@ def grid_text(scores: np.ndarray) -> str:
     for line in runs:
         text, end = "", None
         for start, n, c in line:
-            if c == 0 or start < left:
+            if c == 0:
                 continue
             if start != end:  # after a gap: to the column its position says, a space at least
                 column = int(round((start - left) / pitch))
