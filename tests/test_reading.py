@@ -35,21 +35,22 @@ def test_classes_round_trip():
 
 def test_a_perfect_reading_gives_the_code_back():
     """36 renders (6 looks x 3 font sizes x with and without line numbers): each reads
-    back within 10% of the code, the same number of lines, no line numbers; and most
-    lines come back exactly (measured: 176 of 216; spacing can be one column off where
-    a character is barely wider than a patch)."""
+    back within 5% of the code, the same number of lines, no line numbers; and most
+    lines come back exactly (measured: 191 of 216; the renderer places each token on a
+    grid a little wider than its glyphs at 9 and 11 points, so spacing can be a column
+    off)."""
     exact = total = 0
     for seed in range(6):
         for font_size in (9, 10, 11):
             for line_numbers in (False, True):
                 got = grid_text(_grid(CODE, seed, font_size=font_size, line_numbers=line_numbers))
                 ratio = difflib.SequenceMatcher(None, got, CODE.rstrip("\n")).ratio()
-                assert ratio > 0.9, (got, ratio)
+                assert ratio > 0.95, (got, ratio)
                 lines = got.split("\n")
                 assert len(lines) == CODE.count("\n") and lines[0].startswith("def ")
                 exact += sum(a == b for a, b in zip(lines, CODE.split("\n")))
                 total += len(lines)
-    assert exact >= 0.75 * total
+    assert exact >= 0.85 * total
 
 
 def test_nothing_to_read():

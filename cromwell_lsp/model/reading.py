@@ -7,11 +7,13 @@ character drawn under its centre: class 0 is a space or background, 1..94 are "!
 95 any other character.  A line of monospaced code covers a band of two to four patch
 rows and each character one to two patch columns, so `grid_text` turns the class grid
 into text the way a person copies a listing: lines are the rows' inked segments, split
-where touching lines' rows read other characters (`line_bands`), and each line's
-classes are the ink-weighted vote of its rows;
-a run of one class is one character (two when it is about twice the pitch:
-"ll", "=="), a character after a gap goes to the column its position gives at the
-character pitch, and a column of line numbers is dropped.
+where touching lines' rows read other characters (`line_bands`) and where a band is as
+tall as two lines; each line's
+patches are the ink-weighted vote of its rows, and are cut into character cells about a
+pitch wide (`_cells`: the most likely cutting, each cell naming the character its
+patches agree on best, so a stray patch at a glyph's edge is outvoted instead of read
+as one more character); a line starts at the column its indentation gives at that pitch,
+and a column of line numbers is dropped.
 
 Dimension letters: Gh, Gw grid rows/columns.
 """
@@ -78,11 +80,11 @@ def _alike(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _line(band: np.ndarray) -> np.ndarray:
-    """A line's rows of probabilities [r, Gw, 96] -> its classes [Gw]: each row weighted
-    by the ink it holds (the rows through the glyphs' middles speak loudest)."""
+    """A line's rows of probabilities [r, Gw, 96] -> its probabilities [Gw, 96]: each row
+    weighted by the ink it holds (the rows through the glyphs' middles speak loudest)."""
     w = (1 - band[..., 0]).sum(1)  # (r,)
     w = w / max(float(w.sum()), 1e-9)
-    return np.einsum("r,rcd->cd", w, band).argmax(-1)
+    return np.einsum("r,rcd->cd", w, band)
 
 
 def _runs(row: np.ndarray) -> list[tuple[int, int, int]]:
@@ -102,30 +104,98 @@ def grid_text(scores: np.ndarray) -> str:
     P = _probabilities(scores)
     if P.shape[0] == 0 or P.shape[1] == 0:
         return ""
-    lines = [_line(P[r0:r1]) for r0, r1 in line_bands(P)]
-    lines = [line if (line != 0).sum() >= MIN_INK else np.zeros_like(line) for line in lines]
-    runs = [_runs(line) for line in lines]
+    lines = [_line(P[r0:r1]) for r0, r1 in _one_line_each(line_bands(P))]
+    classes = [line.argmax(-1) for line in lines]
+    classes = [c if (c != 0).sum() >= MIN_INK else np.zeros_like(c) for c in classes]
+    runs = [_runs(c) for c in classes]
     lengths = [n for line in runs for (_, n, c) in line if c]
     if not lengths:
         return ""
     pitch = _pitch(lengths)
     runs = _without_line_numbers(runs)
-    if not any(c for line in runs for (_, _, c) in line):
+    spans = [[(s, s + n) for s, n, c in line if c] for line in runs]
+    spans = [(line[0][0], line[-1][1]) if line else None for line in spans]
+    if not any(spans):
         return ""
-    left = min(r[0] for line in runs for r in line if r[2])
+    left = min(s[0] for s in spans if s)
     out = []
-    for line in runs:
-        text, end = "", None
-        for start, n, c in line:
-            if c == 0:
-                continue
-            if start != end:  # after a gap: to the column its position says, a space at least
-                column = int(round((start - left) / pitch))
-                text += " " * max(0 if end is None else 1, column - len(text))
-            text += class_char(c) * _count(n, pitch)
-            end = start + n
-        out.append(text)
-    return "\n".join(t.rstrip() for t in out).strip("\n")
+    for line, span in zip(lines, spans):
+        if span is None:
+            out.append("")
+            continue
+        indent = " " * int(round((span[0] - left) / pitch))
+        cells = _cells(np.log(np.clip(line, 1e-6, 1.0)), span[0], span[1], pitch)
+        out.append((indent + "".join(class_char(c) for c in cells)).rstrip())
+    return "\n".join(out).strip("\n")
+
+
+def _one_line_each(bands: list[tuple[int, int]], tall: float = 1.6) -> list[tuple[int, int]]:
+    """Bands cut where one is `tall` times the median band or more: two lines of near
+    identical text read alike row by row, so line_bands keeps them as one band."""
+    if not bands:
+        return bands
+    height = sorted(r1 - r0 for r0, r1 in bands)[len(bands) // 2]
+    out = []
+    for r0, r1 in bands:
+        n = max(1, int(round((r1 - r0) / height))) if r1 - r0 >= tall * height else 1
+        cuts = [r0 + round(k * (r1 - r0) / n) for k in range(n + 1)]
+        out += list(zip(cuts[:-1], cuts[1:]))
+    return out
+
+
+STEPS = 10        # cell edges are placed to a tenth of a patch
+NARROW = 0.75     # a cell is at least this much of the pitch
+WIDE = 1.7        # and at most this much
+WIDTH_COST = 20.0  # log-likelihood lost per (relative width deviation)^2
+
+
+def _cells(logp: np.ndarray, lo: int, hi: int, pitch: float) -> list[int]:
+    """The classes of the character cells that cover patches lo..hi-1 of a line, from its
+    log-probabilities [Gw, 96]: the cutting into cells (edges on a 1/STEPS-patch grid,
+    widths NARROW..WIDE of the pitch) that maximises each cell's best class's summed
+    log-probability over the patches whose centres it holds, less WIDTH_COST times each
+    width's squared relative deviation from the pitch.  Edges are searched by dynamic
+    programming; every cell holds a patch centre (widths above one patch), so a cell
+    never names a character no patch saw."""
+    gw = len(logp)
+    cum = np.concatenate([np.zeros((1, logp.shape[1])), np.cumsum(logp, 0)])
+    widths = np.arange(max(STEPS + 1, int(np.ceil(NARROW * pitch * STEPS))),
+                       max(STEPS + 1, int(np.floor(WIDE * pitch * STEPS))) + 1)
+    longest = int(np.ceil(widths.max() / STEPS)) + 1  # patches a cell can hold
+    best = np.full((gw + 1, longest + 1), -np.inf)     # [first patch, patches] -> score
+    name = np.zeros((gw + 1, longest + 1), dtype=np.int64)
+    for k in range(1, longest + 1):
+        total = cum[k:] - cum[:-k]
+        best[:gw + 1 - k, k], name[:gw + 1 - k, k] = total.max(1), total.argmax(1)
+    cost = -WIDTH_COST * ((widths / STEPS - pitch) / pitch) ** 2
+    # edge position t stands at patch coordinate lo - 0.5 + t / STEPS; the first edge lies
+    # within the half patch before lo's centre, the last at or after hi - 1's centre
+    n = (hi - lo + 2) * STEPS + 1
+    first = np.ceil(lo - 1.0 + np.arange(n) / STEPS - 1e-9).astype(np.int64)  # first centre at/after t
+    score = np.full(n, -np.inf)
+    score[:STEPS] = 0.0
+    back = np.zeros(n, dtype=np.int64)
+    cls = np.zeros(n, dtype=np.int64)
+    w0 = int(widths.min())  # a block of w0 edges depends only on edges before it
+    for t0 in range(STEPS, n, w0):
+        t = np.arange(t0, min(n, t0 + w0))
+        src = t[:, None] - widths[None, :]
+        ok = src >= 0
+        src = np.where(ok, src, 0)
+        j0, k = first[src], first[t][:, None] - first[src]
+        ok &= (k >= 1) & (k <= longest) & (j0 >= 0) & (first[t][:, None] <= gw)
+        j0, k = np.clip(j0, 0, gw), np.clip(k, 0, longest)
+        val = np.where(ok, score[src] + cost[None, :] + best[j0, k], -np.inf)
+        i = val.argmax(1)
+        r = np.arange(len(t))
+        score[t], back[t], cls[t] = val[r, i], src[r, i], name[j0[r, i], k[r, i]]
+    end = (hi - lo) * STEPS
+    t = end + int(score[end:].argmax())
+    out = []
+    while t >= STEPS and score[t] > -np.inf:
+        out.append(int(cls[t]))
+        t = back[t]
+    return out[::-1]
 
 
 def _count(n: int, pitch: float) -> int:
