@@ -56,3 +56,14 @@ def test_a_perfect_reading_gives_the_code_back():
 def test_nothing_to_read():
     assert grid_text(np.zeros((8, 10), dtype=np.int64)) == ""
     assert grid_text(np.zeros((0, 0), dtype=np.int64)) == ""
+
+
+def test_any_grid_reads_without_error():
+    """Random logits and class grids of any size, down to a single patch (a narrow grid
+    holds fewer patches than one wide cell spans), read as some text."""
+    rng = np.random.default_rng(0)
+    for shape in [(8, 8), (8, 3), (3, 1), (1, 1), (2, 40), (96, 96)]:
+        for _ in range(10):
+            scores = rng.normal(size=shape + (N_CLASSES,)).astype(np.float32) * rng.uniform(0, 5)
+            assert isinstance(grid_text(scores), str)
+        assert isinstance(grid_text(rng.integers(0, N_CLASSES, size=shape)), str)

@@ -164,7 +164,7 @@ def _cells(logp: np.ndarray, lo: int, hi: int, pitch: float) -> list[int]:
     longest = int(np.ceil(widths.max() / STEPS)) + 1  # patches a cell can hold
     best = np.full((gw + 1, longest + 1), -np.inf)     # [first patch, patches] -> score
     name = np.zeros((gw + 1, longest + 1), dtype=np.int64)
-    for k in range(1, longest + 1):
+    for k in range(1, min(longest, gw) + 1):
         total = cum[k:] - cum[:-k]
         best[:gw + 1 - k, k], name[:gw + 1 - k, k] = total.max(1), total.argmax(1)
     cost = -WIDTH_COST * ((widths / STEPS - pitch) / pitch) ** 2
