@@ -163,6 +163,12 @@ def _cmd_train(args) -> int:
         print(json.dumps(align_run(AlignConfig(out=args.out, corpus=args.corpus,
                                                tokenizer=args.tokenizer, **knobs), log=log)))
         return 0
+    if args.what == "metric":
+        from .training.align import set_metric
+
+        set_metric(Path(args.ckpt) if args.ckpt else Path(args.out) / "ckpt-aligned.pt",
+                   args.corpus, args.tokenizer, log=log)
+        return 0
     if args.what == "all":
         return _train_all(args, log)
     raise SystemExit(f"unknown training step {args.what!r}")
@@ -347,17 +353,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_quantize)
 
     p = sub.add_parser("train", help="build the corpus, the tokenizer, train and export")
-    p.add_argument("what", choices=["corpus", "tokenizer", "run", "align", "export", "eval", "all",
-                                    "import"],
+    p.add_argument("what", choices=["corpus", "tokenizer", "run", "align", "metric", "export",
+                                    "eval", "all", "import"],
                    help="which step (all: every step in order, skipping finished ones; "
-                        "import: an exported model -> OUT/ckpt.pt to train on from)")
+                        "import: an exported model -> OUT/ckpt.pt to train on from; "
+                        "metric: set an aligned checkpoint's retrieval metric)")
     p.add_argument("--out", default=None,
                    help="corpus: a folder; tokenizer: a .json; run/export: the run folder")
     p.add_argument("--corpus", default="runs/corpus", help="corpus folder")
     p.add_argument("--tokenizer", default="runs/tokenizer.json", help="tokenizer.json")
     p.add_argument("--config", default="tiny", choices=["tiny", "small", "base"],
                    help="run: model config")
-    p.add_argument("--ckpt", default=None, help="export: checkpoint (default OUT/ckpt.pt)")
+    p.add_argument("--ckpt", default=None, help="export: checkpoint (default OUT/ckpt.pt); "
+                   "metric: the one to set (default OUT/ckpt-aligned.pt)")
     p.add_argument("--to", default="cromwell_lsp/weights", help="export: destination folder")
     p.add_argument("--int8-only", action="store_true", help="export: only the int8 model")
     p.add_argument("--ship", action="store_true",

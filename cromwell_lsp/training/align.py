@@ -20,10 +20,12 @@ projection, and trains them in two phases:
 First the retrieval metric is set (`whitening`): the text side's pooled vectors of the
 trained language model crowd into a narrow cone (mean pairwise cosine 0.78 among 100
 held-out functions), and a 5% character noise in the code already moved 68 of those 100
-off their own vector; centred and whitened with the statistics of a few thousand
-training functions they spread out (cosine 0.04) and the same noise moved 5 of 100.
-Both sides are compared through that map; with `learn_metric` its matrix then trains
-with the image side, so the text side can weigh what a screenshot shows.
+off their own vector.  A screenshot is ranked by the code it reads, and a reading gets
+some characters wrong, so the metric whitens against that: the covariance of what a
+simulated misreading (`reading_noise`) moves a function's vector by, with a tenth of the
+code's own covariance.  Both sides are compared through that map (`cromwell train
+metric` sets it again on an aligned checkpoint); with `learn_metric` its matrix then
+trains with the image side, so the text side can weigh what a screenshot shows.
 
 Screenshots are drawn on a canvas of `side` pixels (default: the run's; larger ones keep
 10-point code legible, and the exported model then reads screenshots at that side).
@@ -58,23 +60,81 @@ def text_means(model, ids, mask) -> torch.Tensor:
         return model.text_mean(torch.as_tensor(ids), torch.as_tensor(mask))
 
 
+READ_ALPHABET = ("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+                 "_.,:;()[]'\"=+-*/ ")
+
+
+def reading_noise(code: str, rng: random.Random, swap: float = 0.12, insert: float = 0.03,
+                  drop: float = 0.03) -> str:
+    """`code` as a screenshot's reading may give it back: each character of a line swapped
+    for another (`swap`), dropped (`drop`), or followed by a stray one (`insert`); about
+    the mistakes the reading head makes on held-out renders (0.75-0.8 of the code, by
+    difflib's ratio)."""
+    out = []
+    for ch in code:
+        if ch == "\n":
+            out.append(ch)
+            continue
+        r = rng.random()
+        if r >= drop:
+            out.append(rng.choice(READ_ALPHABET) if r < drop + swap else ch)
+        if rng.random() < insert:
+            out.append(rng.choice(READ_ALPHABET))
+    return "".join(out)
+
+
+CODE_SPREAD = 0.1   # weight of the code's own covariance beside the reading noise's
+FLOOR = 1e-3        # and of the identity, relative to the noise's mean variance
+
+
 def whitening(model, pool, tok, rng: random.Random, n: int = 3000, batch: int = 64,
               max_tokens: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
     """The retrieval metric (center [J], whiten [J, J]) from the text side's mean joint
-    states of n training functions that fit a screenshot: ZCA whitening, the eigenvalues
-    floored at 1e-4 of the largest so directions the code never moves are not blown up."""
+    states of n training functions that fit a screenshot and of a misread copy of each
+    (reading_noise): centred on the functions' mean, then whitened against the noise a
+    misreading adds, (C_noise + CODE_SPREAD C_code + FLOOR I)^-1/2.  Directions that
+    reading mistakes move are shrunk and those only other code moves are stretched, so
+    a screenshot's reading lands nearest its own code (measured on 100 held-out renders
+    apart from the evaluation's, with one reading head: 94% find their own function
+    first among the 100, against 83% when the metric whitened the code alone)."""
     codes = [rng.choice(pool) for _ in range(n)]
-    means = []
-    for i in range(0, n, batch):
-        ids, mask = D.pad_rows([tok.encode(c)[:max_tokens] for c in codes[i:i + batch]],
-                               tok.special("pad"))
-        means.append(text_means(model, ids, mask))
-    m = torch.cat(means).double()  # (n, J)
-    center = m.mean(0)
-    evals, evecs = torch.linalg.eigh(torch.cov((m - center).T))
-    evals = evals.clamp_min(float(evals.max()) * 1e-4)
+    misread = [reading_noise(c, rng) for c in codes]
+
+    def means(texts):
+        out = []
+        for i in range(0, n, batch):
+            ids, mask = D.pad_rows([tok.encode(c)[:max_tokens] for c in texts[i:i + batch]],
+                                   tok.special("pad"))
+            out.append(text_means(model, ids, mask))
+        return torch.cat(out).double()  # (n, J)
+
+    clean, noisy = means(codes), means(misread)
+    noise = torch.cov((noisy - clean).T)
+    cov = noise + CODE_SPREAD * torch.cov(clean.T)
+    cov = cov + FLOOR * float(noise.diagonal().mean()) * torch.eye(len(cov), dtype=cov.dtype)
+    evals, evecs = torch.linalg.eigh(cov)
     whiten = evecs @ torch.diag(evals.rsqrt()) @ evecs.T  # (J, J), symmetric
-    return center.float(), whiten.float()
+    return clean.mean(0).float(), whiten.float()
+
+
+def set_metric(ckpt: Path, corpus: str, tokenizer: str, n: int = 3000, seed: int = 0,
+               pool_files: int = 3000, log=print) -> None:
+    """Set the retrieval metric (whitening) of a checkpoint in place, e.g. an aligned one
+    whose metric was set another way; the text side is unchanged."""
+    model, state = load_checkpoint(ckpt)
+    tok = Tokenizer(tokenizer)
+    if state["tokenizer_sha256"] != tok.sha256:
+        raise ValueError(f"{ckpt} was trained with another tokenizer than {tokenizer}")
+    texts = [(r["path"], r["text"]) for r in read_jsonl(Path(corpus) / "train.jsonl")]
+    pool = D.snippet_pool(texts, random.Random(seed + 5), pool_files)
+    model.eval()
+    center, whiten = whitening(model, pool, tok, random.Random(seed + 3), n=n)
+    sd = state["model"]
+    sd["joint.center"], sd["joint.whiten"] = center, whiten
+    tmp = ckpt.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, ckpt)
+    log(f"{ckpt}: retrieval metric set from {n} training functions and misread copies")
 
 
 @dataclass
