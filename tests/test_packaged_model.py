@@ -84,7 +84,8 @@ def test_the_shipped_model_reads_screenshots_of_new_code(shipped):
     """Functions written for this test (so in no training data), each rendered as a
     screenshot: what the reading head reads is mostly the code, and the function it
     reads is the one the hover ranks first among all of them (the class, which holds
-    two of them, stays a candidate)."""
+    two of them, stays a candidate).  Measured with the shipped model: each reads back at
+    0.91-0.98 of its code (difflib's ratio)."""
     import difflib
     import random
 
@@ -106,4 +107,4 @@ def test_the_shipped_model_reads_screenshots_of_new_code(shipped):
         vec = screenshot.screenshot_vector(shipped, pixels, read)
         best = index.nearest(shipped, vec, snippets, k=1)
         assert best[0][1] == snip, (snip.name, read)
-    assert min(ratios) > 0.5, ratios
+    assert min(ratios) > 0.85, ratios
