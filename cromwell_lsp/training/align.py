@@ -122,12 +122,7 @@ def set_metric(ckpt: Path, corpus: str, tokenizer: str, n: int = 3000, seed: int
     """Set the retrieval metric (whitening) of a checkpoint in place, e.g. an aligned one
     whose metric was set another way; the text side is unchanged."""
     model, state = load_checkpoint(ckpt)
-    tok = Tokenizer(tokenizer)
-    if state["tokenizer_sha256"] != tok.sha256:
-        raise ValueError(f"{ckpt} was trained with another tokenizer than {tokenizer}")
-    texts = [(r["path"], r["text"]) for r in read_jsonl(Path(corpus) / "train.jsonl")]
-    pool = D.snippet_pool(texts, random.Random(seed + 5), pool_files)
-    model.eval()
+    tok, pool = _tokenizer_and_pool(ckpt, state, tokenizer, corpus, seed, pool_files)
     center, whiten = whitening(model, pool, tok, random.Random(seed + 3), n=n)
     sd = state["model"]
     sd["joint.center"], sd["joint.whiten"] = center, whiten
@@ -135,6 +130,16 @@ def set_metric(ckpt: Path, corpus: str, tokenizer: str, n: int = 3000, seed: int
     torch.save(state, tmp)
     os.replace(tmp, ckpt)
     log(f"{ckpt}: retrieval metric set from {n} training functions and misread copies")
+
+
+def _tokenizer_and_pool(ckpt, state, tokenizer: str, corpus: str, seed: int, files: int):
+    """The run's tokenizer (checked against the checkpoint's) and the pool of training
+    functions its screenshots and metric draw from."""
+    tok = Tokenizer(tokenizer)
+    if state["tokenizer_sha256"] != tok.sha256:
+        raise ValueError(f"{ckpt} was trained with another tokenizer than {tokenizer}")
+    texts = [(r["path"], r["text"]) for r in read_jsonl(Path(corpus) / "train.jsonl")]
+    return tok, D.snippet_pool(texts, random.Random(seed + 5), files)
 
 
 @dataclass
@@ -215,11 +220,8 @@ def run(c: AlignConfig, log=print) -> dict:
     out = Path(c.out)
     model, state = load_checkpoint(out / "ckpt.pt")
     side = c.side or state["train_config"].get("image_side", 96)
-    tok = Tokenizer(c.tokenizer)
-    if state["tokenizer_sha256"] != tok.sha256:
-        raise ValueError(f"{out / 'ckpt.pt'} was trained with another tokenizer than {c.tokenizer}")
-    texts = [(r["path"], r["text"]) for r in read_jsonl(Path(c.corpus) / "train.jsonl")]
-    pool = D.snippet_pool(texts, random.Random(c.seed + 5), c.pool_files)
+    tok, pool = _tokenizer_and_pool(out / "ckpt.pt", state, c.tokenizer, c.corpus, c.seed,
+                                    c.pool_files)
     log(f"{len(pool)} functions that fit a screenshot in {c.pool_files} training files")
     if c.whiten and not (out / "align.pt").exists():  # a resumed run has its own
         center, whiten = whitening(model, pool, tok, random.Random(c.seed + 3),
