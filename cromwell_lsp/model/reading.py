@@ -48,7 +48,8 @@ def line_bands(P: np.ndarray, faint: float = 0.15, alike: float = 0.5) -> list[t
     """The row bands [r0, r1) of the lines of text in probabilities [Gh, Gw, 96].  Rows
     with more than `faint` of the most inked row's ink run in segments; within a segment
     a line ends where the next row reads other characters (the cosine of the two rows'
-    probabilities, column by column, below `alike`) after at least two rows."""
+    probabilities, column by column, below `alike`) after at least two rows; a band
+    still as tall as two lines then is cut in two (`_one_line_each`)."""
     ink = (1 - P[..., 0]).sum(1)  # (Gh,)
     if not len(ink) or ink.max() <= 0:
         return []
@@ -64,7 +65,7 @@ def line_bands(P: np.ndarray, faint: float = 0.15, alike: float = 0.5) -> list[t
         elif r - r0 >= 2 and _alike(P[r - 1], P[r]) < alike:
             bands.append((r0, r))
             r0 = r
-    return bands
+    return _one_line_each(bands)
 
 
 def _alike(a: np.ndarray, b: np.ndarray) -> float:
@@ -104,7 +105,7 @@ def grid_text(scores: np.ndarray) -> str:
     P = _probabilities(scores)
     if P.shape[0] == 0 or P.shape[1] == 0:
         return ""
-    lines = [_line(P[r0:r1]) for r0, r1 in _one_line_each(line_bands(P))]
+    lines = [_line(P[r0:r1]) for r0, r1 in line_bands(P)]
     classes = [line.argmax(-1) for line in lines]
     classes = [c if (c != 0).sum() >= MIN_INK else np.zeros_like(c) for c in classes]
     runs = [_runs(c) for c in classes]
@@ -131,7 +132,7 @@ def grid_text(scores: np.ndarray) -> str:
 
 def _one_line_each(bands: list[tuple[int, int]], tall: float = 1.6) -> list[tuple[int, int]]:
     """Bands cut where one is `tall` times the median band or more: two lines of near
-    identical text read alike row by row, so line_bands keeps them as one band."""
+    identical text read alike row by row, so the row comparison keeps them as one band."""
     if not bands:
         return bands
     height = sorted(r1 - r0 for r0, r1 in bands)[len(bands) // 2]
