@@ -63,6 +63,34 @@ def test_the_mixture_draws_every_text_task(small_tokenizer):
     assert masked > 0.5  # the prompts of explain and repair are the only unscored tokens
 
 
+def test_block_share_is_a_setting(small_tokenizer):
+    """--blocks-per-file sets how many bare-start blocks each file gives the stream."""
+    from cromwell_lsp.training.corpus import read_jsonl
+    from cromwell_lsp.training.data import TextStream
+
+    tok, _ = small_tokenizer
+    texts = [(r["path"], r["text"]) for r in read_jsonl(tok.path.parent / "corpus" / "train.jsonl")]
+    counts = {}
+    for n in (0, 2, 8):
+        stream = TextStream(texts, tok, seq_len=256, seed=3, blocks_per_file=n)
+        counts[n] = sum(ex.task == "block" for _ in range(20) for ex in stream._examples())
+    assert counts[0] == 0 < counts[2] < counts[8]
+
+
+def test_warmup_starts_where_a_warm_start_begins():
+    from cromwell_lsp.training.train import lr_at
+
+    c = TrainConfig(lr=1e-3, min_lr=1e-4, warmup=10, steps=110)
+    assert lr_at(0, c) == pytest.approx(1e-4) and lr_at(9, c) == pytest.approx(1e-3)
+    # a fresh optimizer at step 50: the rate rises from a tenth again, then the cosine
+    # runs from there to c.steps
+    assert lr_at(50, c, start=50) == pytest.approx(1e-4)
+    assert lr_at(59, c, start=50) == pytest.approx(1e-3)
+    assert lr_at(60, c, start=50) == pytest.approx(1e-3)
+    assert lr_at(85, c, start=50) == pytest.approx(5.5e-4)
+    assert lr_at(110, c, start=50) == pytest.approx(1e-4)
+
+
 def test_loss_falls_and_export_matches_the_twin(small_tokenizer, tmp_path):
     tok, _ = small_tokenizer
     trainer = Trainer(_config(tmp_path / "run", tok, steps=60, image_every=0, eval_every=60,
@@ -107,8 +135,11 @@ def test_loss_falls_and_export_matches_the_twin(small_tokenizer, tmp_path):
     assert second.metadata["screenshot_side"] == "32"
     warm = Trainer(_config(tmp_path / "imp", tok, steps=62, image_every=0), log=_quiet)
     assert warm.step == 60  # a warm start: the weights and the step, a fresh optimizer
+    assert warm.schedule_start == 60  # ... whose warmup starts there, not at step 0
     warm.run()
     assert warm.step == 62
+    assert Trainer(_config(tmp_path / "imp", tok, steps=64, image_every=0),
+                   log=_quiet).schedule_start == 60  # kept across a resume
 
     from cromwell_lsp.training import evaluate
     ev = evaluate.run(tmp_path / "run", tmp_path / "w" / "model-int8.safetensors",

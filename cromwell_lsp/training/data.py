@@ -28,8 +28,9 @@ BLOCKS_PER_FILE = 6  # block examples (a bare start -> its whole block) drawn fr
 
 class TextStream:
     def __init__(self, texts: list[tuple[str, str]], tok, seq_len: int, seed: int = 0,
-                 rank: int = 0, world: int = 1):
+                 rank: int = 0, world: int = 1, blocks_per_file: int = BLOCKS_PER_FILE):
         self.texts = texts[rank::world]
+        self.blocks_per_file = blocks_per_file
         self.tok, self.seq_len = tok, seq_len
         self.rng = random.Random(seed * 1000 + rank)
         self.order: list[int] = []
@@ -79,7 +80,7 @@ class TextStream:
                 if bad:
                     ex.append(tasks.repair_example(bad, good))
         blocks = tasks.block_snippets(text)
-        for _ in range(min(BLOCKS_PER_FILE, len(blocks))):
+        for _ in range(min(self.blocks_per_file, len(blocks))):
             ex.append(tasks.block_example(self.rng.choice(blocks), self.rng))
         return ex
 

@@ -68,13 +68,17 @@ class TrainConfig:
     compile: bool = False
     bf16: bool = True
     max_minutes: float = 0.0      # stop (after a checkpoint) when this much time has passed
+    blocks_per_file: int = 6      # block examples (a bare start -> its block) drawn per file
 
 
 # ---- helpers --------------------------------------------------------------------------
-def lr_at(step: int, c: TrainConfig) -> float:
-    if step < c.warmup:
-        return c.lr * (step + 1) / c.warmup
-    t = min(1.0, (step - c.warmup) / max(1, c.steps - c.warmup))
+def lr_at(step: int, c: TrainConfig, start: int = 0) -> float:
+    """Linear warmup over c.warmup steps from `start` (0, or the step a warm start began
+    at: a fresh optimizer needs its warmup there too), then cosine down to c.min_lr at
+    c.steps."""
+    if step < start + c.warmup:
+        return c.lr * (step - start + 1) / c.warmup
+    t = min(1.0, (step - start - c.warmup) / max(1, c.steps - start - c.warmup))
     return c.min_lr + 0.5 * (c.lr - c.min_lr) * (1 + math.cos(math.pi * t))
 
 
@@ -148,9 +152,11 @@ class Trainer:
                                      betas=(0.9, 0.95), eps=1e-8)
         texts = [(r["path"], r["text"]) for r in read_jsonl(Path(c.corpus) / "train.jsonl")]
         self.texts = texts
-        self.stream = D.TextStream(texts, self.tok, c.seq_len, c.seed, self.rank, self.world)
+        self.stream = D.TextStream(texts, self.tok, c.seq_len, c.seed, self.rank, self.world,
+                                   blocks_per_file=c.blocks_per_file)
         self.img_rng = random.Random(c.seed + 17 + self.rank)
         self.step = 0
+        self.schedule_start = 0  # the step the learning-rate schedule (warmup) starts from
         self.tokens_seen = 0
         self.elapsed = 0.0
         self._resume()
@@ -178,7 +184,7 @@ class Trainer:
             return
         state = {"model": self.model.state_dict(), "opt": self.opt.state_dict(),
                  "step": self.step, "tokens_seen": self.tokens_seen, "elapsed": self.elapsed,
-                 "ranks": ranks,
+                 "schedule_start": self.schedule_start, "ranks": ranks,
                  "torch_rng": torch.get_rng_state(), "train_config": dataclasses.asdict(self.c),
                  "model_config": self.cfg.to_dict(), "tokenizer_sha256": self.tok.sha256}
         tmp = self._ckpt_path().with_suffix(".tmp")
@@ -195,10 +201,12 @@ class Trainer:
         load_state(self.model, s["model"])
         self.step, self.tokens_seen, self.elapsed = s["step"], s["tokens_seen"], s["elapsed"]
         if "opt" not in s:  # `cromwell train import`: weights and step only
+            self.schedule_start = self.step
             self.log(f"warm start from {path} (imported from {s.get('imported_from')}) at "
                      f"step {self.step}: fresh optimizer, data stream from its seed")
             return
         self.opt.load_state_dict(s["opt"])
+        self.schedule_start = s.get("schedule_start", 0)
         # checkpoints written before "ranks" kept the one process's position at top level
         ranks = s.get("ranks") or [{"stream": s["stream"], "img_rng": s["img_rng"]}]
         if len(ranks) != self.world:
@@ -241,7 +249,7 @@ class Trainer:
     def train_step(self) -> dict:
         c = self.c
         for g in self.opt.param_groups:
-            g["lr"] = lr_at(self.step, c)
+            g["lr"] = lr_at(self.step, c, self.schedule_start)
         image_step = c.image_every and self.cfg.has_vision and self.step % c.image_every == c.image_every - 1
         with self._autocast():
             if image_step:
@@ -259,7 +267,8 @@ class Trainer:
         self.opt.step()
         self.step += 1
         self.tokens_seen += ntok * self.world
-        return {"loss": loss.item(), "grad_norm": float(norm), "lr": lr_at(self.step - 1, c), **parts}
+        return {"loss": loss.item(), "grad_norm": float(norm),
+                "lr": lr_at(self.step - 1, c, self.schedule_start), **parts}
 
     # ---- validation -------------------------------------------------------------------
     def _val_sets(self):
@@ -331,7 +340,7 @@ class Trainer:
         if self.step == 0 and self.rank == 0:
             self._write_log({"step": 0, **self.evaluate(), "note": "untrained"})
         start = time.time() - self.elapsed
-        session_start = time.time()
+        session_start, session_step = time.time(), self.step
         last = time.time()
         tokens_at_last = self.tokens_seen
         sums: dict[str, list[float]] = {}
@@ -342,12 +351,13 @@ class Trainer:
                 sums.setdefault(k, []).append(v)
             if self.rank == 0 and (self.step % 10 == 0 or self.step == c.steps):
                 metrics = {k: sum(v) / len(v) for k, v in sums.items()}
-                metrics["lr"] = lr_at(self.step - 1, c)
+                metrics["lr"] = lr_at(self.step - 1, c, self.schedule_start)
                 sums = {}
                 now = time.time()
                 tok_s = (self.tokens_seen - tokens_at_last) / max(now - last, 1e-9)
                 last, tokens_at_last = now, self.tokens_seen
-                eta = (c.steps - self.step) * self.elapsed / max(self.step, 1) / 60
+                eta = ((c.steps - self.step) * (now - session_start)
+                       / max(self.step - session_step, 1) / 60)
                 self.log(f"step {self.step}/{c.steps} loss {metrics['loss']:.4f} "
                          f"lm {metrics.get('lm', float('nan')):.3f} "
                          f"lr {metrics['lr']:.2e} {tok_s:,.0f} tok/s  eta {eta:.1f} min")
