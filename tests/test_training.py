@@ -133,8 +133,10 @@ def test_loss_falls_and_export_matches_the_twin(small_tokenizer, tmp_path):
     for name, a in first.tensors.items():
         np.testing.assert_array_equal(second.tensors[name], a, err_msg=name)
     assert second.metadata["screenshot_side"] == "32"
-    warm = Trainer(_config(tmp_path / "imp", tok, steps=62, image_every=0), log=_quiet)
+    warm = Trainer(_config(tmp_path / "imp", tok, steps=62, image_every=0, image_side=96),
+                   log=_quiet)
     assert warm.step == 60  # a warm start: the weights and the step, a fresh optimizer
+    assert warm.c.image_side == 32  # text only: the vision side keeps the side it read at
     assert warm.schedule_start == 60  # ... whose warmup starts there, not at step 0
     warm.run()
     assert warm.step == 62

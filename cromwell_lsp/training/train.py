@@ -68,7 +68,7 @@ class TrainConfig:
     compile: bool = False
     bf16: bool = True
     max_minutes: float = 0.0      # stop (after a checkpoint) when this much time has passed
-    blocks_per_file: int = 6      # block examples (a bare start -> its block) drawn per file
+    blocks_per_file: int = D.BLOCKS_PER_FILE  # bare-start blocks drawn from each file
 
 
 # ---- helpers --------------------------------------------------------------------------
@@ -200,6 +200,11 @@ class Trainer:
             raise ValueError(f"{path} was trained with another tokenizer; use a new --out")
         load_state(self.model, s["model"])
         self.step, self.tokens_seen, self.elapsed = s["step"], s["tokens_seen"], s["elapsed"]
+        trained_side = s.get("train_config", {}).get("image_side")
+        if not self.c.image_every and trained_side:
+            # a text-only run leaves the vision side as it was: its checkpoint (and so the
+            # export's screenshot side) keeps the side that side was trained at
+            self.c = dataclasses.replace(self.c, image_side=trained_side)
         if "opt" not in s:  # `cromwell train import`: weights and step only
             self.schedule_start = self.step
             self.log(f"warm start from {path} (imported from {s.get('imported_from')}) at "
