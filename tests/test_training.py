@@ -77,6 +77,33 @@ def test_block_share_is_a_setting(small_tokenizer):
     assert counts[0] == 0 < counts[2] < counts[8]
 
 
+def test_source_weights_repeat_a_sources_files(small_tokenizer):
+    """--source-weights algorithms=3: each file of that source three times an epoch, the
+    rest once; a stream restored over other weights starts a new shuffle, not stale indices."""
+    from cromwell_lsp.training.data import TextStream
+    from cromwell_lsp.training.train import parse_weights, weighted
+
+    texts = [("stdlib/a.py", "a = 1\n"), ("algorithms/b.py", "b = 2\n"), ("toolz/c.py", "c = 3\n")]
+    out = weighted(texts, "algorithms=3, toolz=2")
+    assert [p for p, _ in out].count("algorithms/b.py") == 3
+    assert [p for p, _ in out].count("toolz/c.py") == 2
+    assert [p for p, _ in out].count("stdlib/a.py") == 1
+    assert weighted(texts, "") == texts
+    for bad in ("algorithms", "algorithms=0", "algorithms=x", "=2", "algorithms=1.5"):
+        with pytest.raises(ValueError, match="NAME=N"):
+            parse_weights(bad)
+    with pytest.raises(ValueError, match="nosuch"):
+        weighted(texts, "nosuch=2")
+
+    tok, _ = small_tokenizer
+    before = TextStream(texts, tok, seq_len=64, seed=1)
+    before._next_file()  # a third of the way through its epoch
+    after = TextStream(out, tok, seq_len=64, seed=1)
+    after.restore(before.state())
+    after._next_file()
+    assert sorted(after.order) == list(range(len(out)))  # every weighted copy in the shuffle
+
+
 def test_warmup_starts_where_a_warm_start_begins():
     from cromwell_lsp.training.train import lr_at
 

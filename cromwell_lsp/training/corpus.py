@@ -43,6 +43,10 @@ PACKAGES = [
     ("botocore", "1.35.90"), ("attrs", "24.3.0"), ("rich", "13.9.4"), ("pydantic", "2.10.4"),
     ("networkx", "3.4.2"), ("jinja2", "3.1.5"), ("pygments", "2.18.0"), ("httpx", "0.28.1"),
     ("scipy", "1.14.1"),
+    # short functions and classes of the kind users start typing (added 2026-12-01; appended,
+    # so every earlier file keeps its fate in deduplication and its split)
+    ("algorithms", "1.0.1"), ("more-itertools", "10.5.0"), ("toolz", "1.0.0"),
+    ("boltons", "24.1.0"),
 ]
 PERMISSIVE = re.compile(r"\b(MIT|BSD|Apache|PSF|Python Software Foundation|ISC|Unlicense|"
                         r"Zlib|HPND|0BSD)\b", re.I)

@@ -53,6 +53,9 @@ class TextStream:
         self.rng.setstate((rng[0], tuple(rng[1]), rng[2]))
         self.pending = [tuple(p) for p in s["pending"]]
         self.row_ids, self.row_mask, self.row_tasks = s["row_ids"], s["row_mask"], s["row_tasks"]
+        if self.order and len(self.order) != len(self.texts):
+            # the files changed under the checkpoint (other source weights): a new shuffle
+            self.order, self.index = [], 0
 
     # ---- examples ----------------------------------------------------------------------
     def _next_file(self) -> tuple[str, str]:

@@ -69,6 +69,7 @@ class TrainConfig:
     bf16: bool = True
     max_minutes: float = 0.0      # stop (after a checkpoint) when this much time has passed
     blocks_per_file: int = D.BLOCKS_PER_FILE  # bare-start blocks drawn from each file
+    source_weights: str = ""      # "algorithms=4,toolz=2": a source's files this many times an epoch
 
 
 # ---- helpers --------------------------------------------------------------------------
@@ -80,6 +81,34 @@ def lr_at(step: int, c: TrainConfig, start: int = 0) -> float:
         return c.lr * (step - start + 1) / c.warmup
     t = min(1.0, (step - start - c.warmup) / max(1, c.steps - start - c.warmup))
     return c.min_lr + 0.5 * (c.lr - c.min_lr) * (1 + math.cos(math.pi * t))
+
+
+def parse_weights(spec: str) -> dict[str, int]:
+    """"algorithms=4, toolz=2" -> {"algorithms": 4, "toolz": 2}; a clear error otherwise."""
+    weights = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        name, eq, value = part.partition("=")
+        if not eq or not name.strip() or not value.strip().isdigit() or int(value) < 1:
+            raise ValueError(f"source weight {part!r}: expected NAME=N with a whole N >= 1 "
+                             f"(NAME is the first folder of the corpus paths, e.g. algorithms=4)")
+        weights[name.strip()] = int(value)
+    return weights
+
+
+def weighted(texts: list[tuple[str, str]], spec: str) -> list[tuple[str, str]]:
+    """The training files with each file of a weighted source (the first folder of its
+    corpus path: the package, or "stdlib") repeated its weight's times, so an epoch of the
+    stream visits it that often: a data-mixture weight for a small source of the kind of
+    code users type (short functions and classes) among large libraries."""
+    weights = parse_weights(spec)
+    if not weights:
+        return texts
+    sources = {path.split("/", 1)[0] for path, _ in texts}
+    missing = sorted(set(weights) - sources)
+    if missing:
+        raise ValueError(f"source weights name {', '.join(missing)}, which the corpus does not "
+                         f"hold (its sources: {', '.join(sorted(sources))})")
+    return [t for t in texts for _ in range(weights.get(t[0].split("/", 1)[0], 1))]
 
 
 def masked_ce(logits, ids, mask):
@@ -150,7 +179,8 @@ class Trainer:
         self.model = random_init(cfg, c.seed).to(self.device)
         self.opt = torch.optim.AdamW(_param_groups(self.model, c.weight_decay), lr=c.lr,
                                      betas=(0.9, 0.95), eps=1e-8)
-        texts = [(r["path"], r["text"]) for r in read_jsonl(Path(c.corpus) / "train.jsonl")]
+        texts = weighted([(r["path"], r["text"]) for r in read_jsonl(Path(c.corpus) / "train.jsonl")],
+                         c.source_weights)
         self.texts = texts
         self.stream = D.TextStream(texts, self.tok, c.seq_len, c.seed, self.rank, self.world,
                                    blocks_per_file=c.blocks_per_file)
