@@ -261,7 +261,9 @@ def run(out: Path, weights: Path, corpus: Path, tokenizer: Path, eval_rows: int 
     saved = torch.load(out / "ckpt.pt", map_location="cpu", weights_only=False,
                        mmap=True)["train_config"]
     c = TrainConfig(**{**saved, "out": str(out), "corpus": str(corpus), "tokenizer": str(tokenizer),
-                       "eval_rows": eval_rows, "bpb_bytes": bpb_bytes})
+                       "eval_rows": eval_rows, "bpb_bytes": bpb_bytes,
+                       "source_weights": ""})  # the training stream's mixture: not used here,
+    # and the evaluation corpus may lack the sources the run weighted
     trainer = Trainer(c, log=lambda m: None)
     report: dict = {"step": trainer.step, "tokens_seen": trainer.tokens_seen,
                     "train_hours": round(trainer.elapsed / 3600, 2),
