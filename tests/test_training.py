@@ -170,6 +170,11 @@ def test_loss_falls_and_export_matches_the_twin(small_tokenizer, tmp_path):
     assert Trainer(_config(tmp_path / "imp", tok, steps=64, image_every=0),
                    log=_quiet).schedule_start == 60  # kept across a resume
 
+    # a run whose stream weighted sources the evaluation corpus lacks still evaluates
+    import torch
+    state = torch.load(tmp_path / "run" / "ckpt.pt", map_location="cpu", weights_only=False)
+    state["train_config"]["source_weights"] = "algorithms=4"
+    torch.save(state, tmp_path / "run" / "ckpt.pt")
     from cromwell_lsp.training import evaluate
     ev = evaluate.run(tmp_path / "run", tmp_path / "w" / "model-int8.safetensors",
                       tok.path.parent / "corpus", tok.path, eval_rows=2, bpb_bytes=6000,
