@@ -13,7 +13,7 @@ size in each probability.
 """
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from cromwell_lsp import kernels
 from tests.conftest import rel_err
@@ -190,11 +190,21 @@ def test_window_attention_is_independent_per_window(isa, rng):
 @given(Tq=st.integers(1, 140), Tk=st.integers(0, 200), Hkv=st.integers(1, 3),
        G=st.sampled_from([1, 2, 3, 4]), D=st.integers(1, 70),
        off=st.integers(-1, 150), seed=st.integers(0, 2**31 - 1))
+@example(Tq=1, Tk=140, Hkv=1, G=1, D=1, off=34, seed=1)  # a sum that cancels to 4e-4
 def test_attention_property(isa, Tq, Tk, Hkv, G, D, off, seed):
     rng = np.random.default_rng(seed)
     q, k, v = _qkv(rng, Tq, Tk, G * Hkv, Hkv, D)
     got = kernels.attention(q, k, v, causal_offset=off)
-    assert rel_err(got, _ref(q, k, v, off)) < TOL or (Tk == 0 and np.all(got == 0))
+    if Tk == 0:
+        assert np.all(got == 0)
+        return
+    # Error relative to the attention of |v| (sum_i p_i |v_i|), the scale an fp32 weighted
+    # sum's rounding error is bounded by: with one output value (Tq = Hq = D = 1) the
+    # weighted values can cancel to 1e-4 of their size, and the error relative to that
+    # result measures the cancellation, not the kernel.  Without cancellation this is
+    # the plain relative error.
+    ref, scale = _ref(q, k, v, off), np.max(np.abs(_ref(q, k, np.abs(v), off)))
+    assert np.max(np.abs(got - ref)) / max(scale, 1e-30) < TOL
 
 
 # ---- memory ------------------------------------------------------------------------------
