@@ -285,6 +285,12 @@ def build(out: Path, packages=PACKAGES, cache: Path | None = None, log=print,
     return manifest
 
 
+def source_of(path: str) -> str:
+    """The source a corpus path belongs to: its first folder, the package name or "stdlib"
+    (build writes every path that way)."""
+    return path.split("/", 1)[0]
+
+
 def read_jsonl(path: Path):
     with open(path, encoding="utf-8") as f:
         for line in f:

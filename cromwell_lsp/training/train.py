@@ -35,7 +35,7 @@ from ..model.config import preset
 from ..model.tokenizer import Tokenizer
 from . import data as D
 from . import tasks
-from .corpus import read_jsonl
+from .corpus import read_jsonl, source_of
 from .model import CromwellTwin, jepa_loss, load_state, random_init
 
 
@@ -103,12 +103,12 @@ def weighted(texts: list[tuple[str, str]], spec: str) -> list[tuple[str, str]]:
     weights = parse_weights(spec)
     if not weights:
         return texts
-    sources = {path.split("/", 1)[0] for path, _ in texts}
-    missing = sorted(set(weights) - sources)
+    sources = [source_of(path) for path, _ in texts]
+    missing = sorted(set(weights) - set(sources))
     if missing:
         raise ValueError(f"source weights name {', '.join(missing)}, which the corpus does not "
-                         f"hold (its sources: {', '.join(sorted(sources))})")
-    return [t for t in texts for _ in range(weights.get(t[0].split("/", 1)[0], 1))]
+                         f"hold (its sources: {', '.join(sorted(set(sources)))})")
+    return [t for t, src in zip(texts, sources) for _ in range(weights.get(src, 1))]
 
 
 def masked_ce(logits, ids, mask):
@@ -332,7 +332,7 @@ class Trainer:
             rows[task] = [(ids[-n:], m[-n:]) for ids, m in encoded if any(m[-n:][1:])]
         stdlib, size = [], 0
         for r in recs:  # held-out standard-library files, about bpb_bytes of them
-            if r["path"].startswith("stdlib/") and size < self.c.bpb_bytes:
+            if source_of(r["path"]) == "stdlib" and size < self.c.bpb_bytes:
                 stdlib.append(r["text"])
                 size += len(r["text"])
         return {"rows": rows, "stdlib": stdlib}
