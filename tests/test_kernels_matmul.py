@@ -4,11 +4,14 @@ y[M, N] = x[M, K] @ w[N, K]^T + bias[N], against the float64 numpy reference.
 Tolerance: the kernels accumulate in float32, so the error of a dot product of length K
 grows like K * 2^-24 in the worst case and about sqrt(K) * 2^-24 in practice; with
 K <= 769 and random inputs, rel_err (max abs error / max |reference|) < 1e-5 holds with
-a wide margin (observed ~1e-6).
+a wide margin (observed ~1e-6).  Those bounds are of the sum of |terms|: the hypothesis
+test, which draws single outputs (M = N = 1) whose few terms and bias cancel to 1e-6 of
+their size, measures the error relative to the same matmul on |x|, |w|, |bias| (K <= 80:
+at most ~5e-6 of it, observed < 2e-7).
 """
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 from cromwell_lsp import kernels as K
 from tests.conftest import rel_err
@@ -124,6 +127,7 @@ def test_writes_into_out_only_inside_it(isa, rng):
 @settings(max_examples=30, deadline=None)
 @given(M=st.integers(1, 20), N=st.integers(1, 70), Kd=st.integers(0, 80),
        bias=st.booleans(), isa_name=st.sampled_from(K.ISAS), seed=st.integers(0, 2**31))
+@example(M=1, N=1, Kd=2, bias=False, isa_name="scalar", seed=1348)  # cancels to 7e-7
 def test_property_random_shapes(M, N, Kd, bias, isa_name, seed):
     if not K.isa_supported(isa_name):
         return
@@ -136,7 +140,11 @@ def test_property_random_shapes(M, N, Kd, bias, isa_name, seed):
         if Kd == 0:
             np.testing.assert_array_equal(y, ref)
         else:
-            assert rel_err(y, ref) < TOL
+            # Error relative to the same matmul on |x|, |w|, |b| (sum |x_k w_k| + |b|), the
+            # scale the float32 rounding is bounded by: a single output's terms can cancel,
+            # and the error relative to that result measures the cancellation, not the kernel.
+            scale = np.max(_ref(np.abs(x), np.abs(w), None if b is None else np.abs(b)))
+            assert np.max(np.abs(y - ref)) / max(scale, 1e-30) < TOL
     finally:
         K.set_isa(before)
 
