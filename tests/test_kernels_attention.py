@@ -203,8 +203,7 @@ def test_attention_property(isa, Tq, Tk, Hkv, G, D, off, seed):
     # weighted values can cancel to 1e-4 of their size, and the error relative to that
     # result measures the cancellation, not the kernel.  Without cancellation this is
     # the plain relative error.
-    ref, scale = _ref(q, k, v, off), np.max(np.abs(_ref(q, k, np.abs(v), off)))
-    assert np.max(np.abs(got - ref)) / max(scale, 1e-30) < TOL
+    assert rel_err(got, _ref(q, k, v, off), scale=_ref(q, k, np.abs(v), off)) < TOL
 
 
 # ---- memory ------------------------------------------------------------------------------

@@ -235,14 +235,13 @@ def test_matmul_q8_property(M, N, nb, use_bias, scale, seed):
     # int16 so that |-128| fits), the sum of |terms| that bounds the float32 rounding: with
     # one output the terms can cancel to 1e-6 of their size, and the error relative to that
     # result measures the cancellation, not the kernel (see the module docstring).
-    scale_abs = np.max(kernels.matmul_q8_ref(np.abs(x), np.abs(wq.astype(np.int16)), wd,
-                                             None if bias is None else np.abs(bias)))
+    scale = kernels.matmul_q8_ref(np.abs(x), np.abs(wq.astype(np.int16)), wd,
+                                  None if bias is None else np.abs(bias))
     before = kernels.isa()
     try:
         for name in kernels.supported_isas():
             kernels.set_isa(name)
-            err = np.max(np.abs(kernels.matmul_q8(x, wq, wd, bias) - ref)) / max(scale_abs, 1e-30)
-            assert err < MATMUL_TOL, name
+            assert rel_err(kernels.matmul_q8(x, wq, wd, bias), ref, scale) < MATMUL_TOL, name
     finally:
         kernels.set_isa(before)
 
