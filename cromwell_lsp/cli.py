@@ -224,7 +224,9 @@ ALL_STEPS = {"tiny": 1300}  # `train all` default: corpus + tokenizer + training
 _TRAIN_KNOBS = {"steps": int, "batch_size": int, "seq_len": int, "lr": float, "warmup": int,
                 "image_every": int, "eval_every": int, "ckpt_every": int, "seed": int,
                 "max_minutes": float, "jepa_ramp": int, "image_batch": int, "image_side": int,
-                "min_lr": float, "blocks_per_file": int, "source_weights": str}
+                "min_lr": float, "blocks_per_file": int, "source_weights": str,
+                "ul_every": int, "ul_weight": float, "ul_batch": int, "ul_tokens": int,
+                "ul_margin": float}
 
 
 def _settings(args):

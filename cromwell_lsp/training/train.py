@@ -70,6 +70,11 @@ class TrainConfig:
     max_minutes: float = 0.0      # stop (after a checkpoint) when this much time has passed
     blocks_per_file: int = D.BLOCKS_PER_FILE  # bare-start blocks drawn from each file
     source_weights: str = ""      # "algorithms=4,toolz=2": a source's files this many times an epoch
+    ul_every: int = 0             # every this many steps, unlikelihood on the model's own loops
+    ul_weight: float = 1.0        # (training/unlikelihood.py): its weight beside the LM loss,
+    ul_batch: int = 8             # how many bare starts it completes,
+    ul_tokens: int = 48           # and how many tokens each; a repeating token is pushed
+    ul_margin: float = 1.0        # this many nats below the best other one
 
 
 # ---- helpers --------------------------------------------------------------------------
@@ -274,6 +279,22 @@ class Trainer:
         # with more --steps weighs its first steps as the shorter run did (exact resume)
         return self.c.jepa_weight * (min(1.0, step / ramp) if ramp > 0 else 1.0)
 
+    def _unlikelihood(self):
+        """The unlikelihood term of this step: greedy completions of bare starts drawn with
+        an RNG seeded by the step (so a resumed run draws the same ones), the loss on
+        their repeating tokens (zero when none repeated)."""
+        from . import unlikelihood as U
+
+        c = self.c
+        rng = random.Random(f"ul:{c.seed}:{self.rank}:{self.step}")
+        ids, marks, share = U.unlikelihood_batch(self.model, self.tok, self.texts, rng,
+                                                 c.ul_batch, c.ul_tokens, self.device)
+        if ids is None:
+            return torch.zeros((), device=self.device), {"ul": 0.0, "ul_marked": share}
+        ul = U.unlikelihood_loss(self.model(ids[:, :-1], jepa=False).logits, ids, marks,
+                                 c.ul_margin)
+        return ul, {"ul": ul.item(), "ul_marked": share}
+
     def _image_loss(self, batch):
         images, ids, mask, codes, code_mask, span = (
             torch.as_tensor(a).to(self.device) if isinstance(a, np.ndarray) else a for a in batch)
@@ -296,6 +317,10 @@ class Trainer:
                 ids, mask = (torch.as_tensor(a).to(self.device) for a in self.stream.batch(c.batch_size))
                 loss, parts = self._text_loss(ids, mask)
                 ntok = int(ids.numel())
+                if c.ul_every and self.step % c.ul_every == 0:
+                    ul, ul_parts = self._unlikelihood()
+                    loss = loss + c.ul_weight * ul
+                    parts.update(ul_parts)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
@@ -395,7 +420,9 @@ class Trainer:
                        / max(self.step - session_step, 1) / 60)
                 self.log(f"step {self.step}/{c.steps} loss {metrics['loss']:.4f} "
                          f"lm {metrics.get('lm', float('nan')):.3f} "
-                         f"lr {metrics['lr']:.2e} {tok_s:,.0f} tok/s  eta {eta:.1f} min")
+                         f"lr {metrics['lr']:.2e} {tok_s:,.0f} tok/s  eta {eta:.1f} min"
+                         + (f"  ul {metrics['ul']:.3f} marked {metrics['ul_marked']:.1%}"
+                            if "ul" in metrics else ""))
                 self._write_log({"step": self.step, "tokens": self.tokens_seen,
                                  "elapsed_s": round(self.elapsed, 1), "tok_s": round(tok_s), **metrics})
             if self.step % c.ckpt_every == 0 or self.step == c.steps:
@@ -422,7 +449,7 @@ class Trainer:
             f.write(json.dumps(entry) + "\n")
         keys = ["step", "tokens", "elapsed_s", "loss", "lm", "jepa", "image_lm", "align", "lr",
                 "grad_norm", "tok_s", "val_lm", "val_fim_spm", "val_fim_psm", "val_explain",
-                "val_repair", "val_bpb_stdlib"]
+                "val_repair", "val_bpb_stdlib", "ul", "ul_marked"]
         new = not (self.out / "log.csv").exists()
         with open(self.out / "log.csv", "a", newline="", encoding="utf-8") as f:
             w = csv.DictWriter(f, keys, extrasaction="ignore")

@@ -1,0 +1,120 @@
+"""Unlikelihood against the model's own loops: what counts as a repeat (the loops the
+bare-start evaluation found, and not ordinary code), which tokens carry the loss, that
+its gradient lowers exactly the marked tokens' probability, and that a run with these
+steps logs them and still resumes exactly."""
+import json
+import random
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from cromwell_lsp.training import unlikelihood as U  # noqa: E402
+from cromwell_lsp.training.train import Trainer  # noqa: E402
+from tests.test_training import _config, _quiet  # noqa: E402
+
+# completions of bare starts by the step-27,729 model (docs/bench/eval-tiny-27729.json)
+LOOPS = [
+    ("def __init__(self, other):\n        self.other = other\n        self.right = other\n"
+     "        self.right = other\n        self.right = other\n", ["self.right = other"] * 2),
+    ("return a.as_real(a, b, b, b, b, b, b)\n", [", b, b, b, b"]),
+    ("return a.as_real_to_to_to_to_to_\n", ["_to_to_to"]),
+    ("return [\n        'test'\n        'test'\n        'test'\n", ["'test'"] * 2),
+    ("if value in key:\n        value = value.replace(value)\n"
+     "        value = value.replace(value)\n", ["value = value.replace(value)"]),
+]
+CODE = [
+    "self.x = x\n        self.y = y\n        self.z = z\n",
+    "if a:\n        return None\n    else:\n        return None\n",
+    "for i in range(10):\n    for j in range(10):\n        pass\n    pass\n",
+    "print('=' * 40)\nline = '----'\nsep = '===='\n",
+    'def f():\n    """\n    Text.\n    """\n    try:\n        g()\n    except E:\n'
+    '        raise\n    try:\n        h()\n    except E:\n        raise\n',
+    "x = (1, 2)\ny = [a, b, c]\nz = {k: v}\n",
+]
+
+
+@pytest.mark.parametrize("text, repeats", LOOPS)
+def test_loops_are_marked_after_their_first_copies(text, repeats):
+    assert [text[a:b] for a, b in U.repeat_spans(text)] == repeats
+
+
+@pytest.mark.parametrize("text", CODE)
+def test_ordinary_code_is_not_marked(text):
+    assert U.repeat_spans(text) == []
+
+
+def test_marked_tokens_are_those_overlapping_a_repeat():
+    pieces = ["x", " = x", "\n", "x", " = x", "\n", ""]
+    spans = U.repeat_spans("".join(pieces))
+    assert spans == [(6, 11)]
+    assert U.marked_tokens(pieces, spans) == [False, False, False, True, True, False, False]
+
+
+def test_the_gradient_demotes_the_marked_tokens_and_only_them():
+    """One SGD step on the loss of a real (random-weight) twin: each marked token's lead
+    over the best other token shrinks; the loss is the mean hinge over the marked tokens,
+    and a token already `margin` below the best other costs nothing."""
+    from cromwell_lsp.model.config import preset
+    from cromwell_lsp.training.model import random_init
+
+    cfg = preset("tiny").replace(vocab_size=64, max_seq_len=32)
+    model = random_init(cfg, 0)
+    ids = torch.randint(0, 64, (2, 12), generator=torch.Generator().manual_seed(0))
+
+    def leads():  # logit of the token at t minus the best other logit, per position
+        with torch.no_grad():
+            lg = model(ids[:, :-1], jepa=False).logits.float()
+        own = lg.gather(-1, ids[:, 1:, None])[..., 0]
+        return own - lg.scatter(-1, ids[:, 1:, None], float("-inf")).amax(-1)
+
+    # make the marked tokens the model's greedy choice, as a loop's are
+    ids[0, 6] = model(ids[:, :-1], jepa=False).logits[0, 5].argmax()
+    ids[1, 9] = model(ids[:, :-1], jepa=False).logits[1, 8].argmax()
+    before = leads()
+    marks = torch.zeros(2, 12)
+    marks[0, 6] = marks[1, 9] = 1.0
+    m = marks[:, 1:] > 0
+    assert bool((before[m] > 0).all())
+    loss = U.unlikelihood_loss(model(ids[:, :-1], jepa=False).logits, ids, marks, margin=1.0)
+    assert loss.item() == pytest.approx((before[m] + 1.0).clamp_min(0).mean().item(), rel=1e-4)
+    loss.backward()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.grad is not None:
+                p -= 0.05 * p.grad
+    after = leads()
+    assert bool((after[m] < before[m]).all())
+    far_below = torch.full((2, 11, 64), 0.0)
+    far_below[..., 0] = 5.0  # token 0 leads everywhere; the marked tokens are 5 nats down
+    ids2 = torch.ones(2, 12, dtype=torch.long)
+    assert U.unlikelihood_loss(far_below, ids2, marks, margin=1.0).item() == 0.0
+
+
+def test_a_run_with_unlikelihood_steps_logs_them_and_resumes_exactly(small_tokenizer, tmp_path):
+    tok, _ = small_tokenizer
+    kw = dict(image_every=0, ul_every=2, ul_batch=3, ul_tokens=12)
+    straight = Trainer(_config(tmp_path / "a", tok, **kw), log=_quiet)
+    straight.run()
+    Trainer(_config(tmp_path / "b", tok, steps=3, **kw), log=_quiet).run()
+    resumed = Trainer(_config(tmp_path / "b", tok, **kw), log=_quiet)
+    resumed.run()
+    for (name, a), (_, b) in zip(straight.model.state_dict().items(),
+                                 resumed.model.state_dict().items()):
+        assert torch.equal(a, b), name
+    rows = [json.loads(line) for line in open(tmp_path / "a" / "log.jsonl")]
+    logged = [r for r in rows if "ul_marked" in r]
+    # a 6-step model loops on nearly every start: the unlikelihood term is there and positive
+    assert logged and all(r["ul_marked"] > 0 and r["ul"] > 0 for r in logged)
+
+
+def test_starts_are_bare_block_starts_from_the_files():
+    texts = [("stdlib/x.py", "def f(a):\n    b = a + 1\n    return b\n\n\n"
+                             "class C:\n    def m(self):\n        return 1\n")]
+    blocks = ["def f(a):\n    b = a + 1\n", "class C:\n    def m(self):\n",
+              "def m(self):\n    return 1\n"]  # the method, dedented
+    starts = U.draw_starts(texts, random.Random(0), 12)
+    assert len(starts) == 12
+    for s in starts:  # a block's header (or part of its first line), never its answer
+        assert any(b.startswith(s) for b in blocks) and "return" not in s, s
+    assert any(s.endswith(":\n    ") for s in starts)  # mostly: the body's indentation too
