@@ -19,7 +19,11 @@ LOOPS = [
      "        self.right = other\n        self.right = other\n", ["self.right = other"] * 2),
     ("return a.as_real(a, b, b, b, b, b, b)\n", [", b, b, b, b"]),
     ("return a.as_real_to_to_to_to_to_\n", ["_to_to_to"]),
-    ("return [\n        'test'\n        'test'\n        'test'\n", ["'test'"] * 2),
+    ("return [\n        'test'\n        'test'\n        'test'\n", ["'test'\n        'test'"]),
+    ("self.x, self.x, self.x, self.x, self.", ["self.x, self.x, "]),
+    ("return f(self._get_args(self._get_args(self._get_args(", ["(self._get_args"]),
+    ("if x:\n        # if we have a line\n        if y:\n            # if we have a line\n",
+     ["# if we have a line"]),
     ("if value in key:\n        value = value.replace(value)\n"
      "        value = value.replace(value)\n", ["value = value.replace(value)"]),
 ]
@@ -31,6 +35,7 @@ CODE = [
     'def f():\n    """\n    Text.\n    """\n    try:\n        g()\n    except E:\n'
     '        raise\n    try:\n        h()\n    except E:\n        raise\n',
     "x = (1, 2)\ny = [a, b, c]\nz = {k: v}\n",
+    "grid = [[0, 0], [0, 0], [0, 0]]\n",
 ]
 
 

@@ -26,20 +26,21 @@ from . import tasks
 SHORT_REPEATS = frozenset({"pass", "else:", "try:", "break", "continue", "return", "finally:",
                            "return None", "return True", "return False", "raise", "yield",
                            '"""', "'''", ")", "]", "}", "),", "],", "},"})
-_RUN = re.compile(r"(.{1,12}?)\1{2,}", re.S)  # a piece written three times or more in a row
+_RUN = re.compile(r"(.{1,24}?)\1{2,}", re.S)  # a piece written three times or more in a row
 
 
 def repeat_spans(text: str) -> list[tuple[int, int]]:
     """Character spans of `text` (a completion) that repeat what it wrote before it:
     (a) a line equal, stripped, to an earlier line of the completion (not blank, not one
-    of SHORT_REPEATS, not an `except` clause, comment or decorator); (b) in a run of one piece written three times or more in a row,
+    of SHORT_REPEATS, not an `except` clause or decorator); (b) in a run of one piece written three times or more in a row,
     everything after its first two copies ("b, b, " of "b, b, b, b, "), a run that is not
-    just spaces (indentation) or one character repeated within a word (`===`, `0000`)."""
+    just spaces (indentation) or one character repeated within a word (`===`, `0000`).
+    Sorted, overlapping spans merged."""
     spans, seen, pos = [], set(), 0
     for line in text.split("\n"):
         s = line.strip()
         if s:
-            if s in seen and s not in SHORT_REPEATS and not s.startswith(("except", "#", "@")):
+            if s in seen and s not in SHORT_REPEATS and not s.startswith(("except", "@")):
                 a = pos + len(line) - len(line.lstrip())
                 spans.append((a, a + len(s)))
             seen.add(s)
@@ -49,7 +50,13 @@ def repeat_spans(text: str) -> list[tuple[int, int]]:
         if not unit.strip() or len(set(unit)) == 1 and len(unit) * (len(m.group(0)) // len(unit)) < 8:
             continue
         spans.append((m.start() + 2 * len(unit), m.end()))
-    return sorted(spans)
+    merged: list[tuple[int, int]] = []
+    for a, b in sorted(spans):  # overlapping marks (a repeated line inside a run) as one
+        if merged and a <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(b, merged[-1][1]))
+        else:
+            merged.append((a, b))
+    return merged
 
 
 def marked_tokens(pieces: list[str], spans: list[tuple[int, int]]) -> list[bool]:
