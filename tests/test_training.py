@@ -178,7 +178,7 @@ def test_loss_falls_and_export_matches_the_twin(small_tokenizer, tmp_path):
     from cromwell_lsp.training import evaluate
     ev = evaluate.run(tmp_path / "run", tmp_path / "w" / "model-int8.safetensors",
                       tok.path.parent / "corpus", tok.path, eval_rows=2, bpb_bytes=6000,
-                      n_snippets=8, log=_quiet)
+                      n_snippets=8, n_starts=8, log=_quiet)
     assert ev["step"] == 60 and ev["params"] == trainer.cfg.n_params()
     for key in ("val_lm", "val_bpb_stdlib"):
         assert ev["trained"][key] < ev["untrained"][key], key
@@ -190,6 +190,9 @@ def test_loss_falls_and_export_matches_the_twin(small_tokenizer, tmp_path):
     assert [c["start"] for c in ev["completions_more"]] == list(evaluate.MORE_STARTS)
     assert not set(evaluate.MORE_STARTS) & set(evaluate.STARTS)
     assert ev["completions_more_parse_no_loop"].endswith(f"/{len(evaluate.MORE_STARTS)}")
+    held = evaluate.heldout_starts(tok.path.parent / "corpus", 8)
+    assert [c["start"] for c in ev["completions_heldout"]] == held
+    assert ev["completions_heldout_parse"].endswith(f"/{len(held)}")
     lines = ev["in_file_lines"]
     cases = evaluate.line_cases(tok.path.parent / "corpus", 400)
     assert lines["cases"] == len(cases) > 0 and 0 <= lines["exact"] <= lines["cases"]
@@ -231,6 +234,26 @@ def test_loss_falls_and_export_matches_the_twin(small_tokenizer, tmp_path):
     for name, t in aligned["model"].items():
         if name not in ("joint.center", "joint.whiten"):
             assert torch.equal(again[name], t), name
+
+
+def test_heldout_starts_are_block_headers_of_validation_files(small_tokenizer):
+    """Each held-out start is a block of a validation file (its docstring dropped) cut
+    right where its body's first statement begins: after the indentation, before the code."""
+    import re
+
+    from cromwell_lsp.training import evaluate, tasks
+    from cromwell_lsp.training.corpus import read_jsonl
+
+    tok, _ = small_tokenizer
+    corpus = tok.path.parent / "corpus"
+    starts = evaluate.heldout_starts(corpus, 50)
+    assert starts == evaluate.heldout_starts(corpus, 50)  # seeded
+    blocks = [tasks._drop_docstring(b) for r in read_jsonl(corpus / "val.jsonl")
+              for b in tasks.block_snippets(r["text"])]
+    assert len(starts) >= 5
+    for s in starts:
+        assert re.search(r":[^\n]*\n([ \t]*(#[^\n]*)?\n)*[ \t]+$", s), s
+        assert any(b.startswith(s) and not b[len(s)].isspace() for b in blocks), s
 
 
 def test_block_cut_and_parse_check():

@@ -116,6 +116,29 @@ def completions(model, starts=STARTS, max_tokens: int = 96) -> list[dict]:
     return out
 
 
+def heldout_starts(corpus: Path, n: int, seed: int = 13) -> list[str]:
+    """Up to n bare starts from held-out files, one per file in a seeded order: a block
+    (function, class, loop, with, if, try) of the file, its docstring dropped, cut after
+    its header and the first body line's indentation, as a developer who just opened the
+    block has typed it.  Many more, and more varied, than STARTS and MORE_STARTS."""
+    from . import tasks
+    from .corpus import read_jsonl
+
+    rng = random.Random(seed)
+    recs = sorted(read_jsonl(corpus / "val.jsonl"), key=lambda r: r["path"])
+    rng.shuffle(recs)
+    starts = []
+    for rec in recs:
+        blocks = [b for b in map(tasks._drop_docstring, tasks.block_snippets(rec["text"]))
+                  if tasks.header_end(b) is not None]
+        if blocks:
+            block = rng.choice(blocks)
+            starts.append(block[:tasks.header_end(block)])
+        if len(starts) == n:
+            break
+    return starts
+
+
 def line_cases(corpus: Path, n: int, seed: int = 5) -> list[tuple[str, str, str]]:
     """(prefix, suffix, rest of line) for up to n held-out files, one each: a line of 8 or
     more characters of code (past the file's first 5), the cursor 3 characters into its
@@ -244,7 +267,7 @@ def unigram_task_losses(trainer, logp: np.ndarray) -> dict:
 
 
 def run(out: Path, weights: Path, corpus: Path, tokenizer: Path, eval_rows: int = 64,
-        bpb_bytes: int = 200_000, n_snippets: int = 100, n_lines: int = 400,
+        bpb_bytes: int = 200_000, n_snippets: int = 100, n_lines: int = 400, n_starts: int = 100,
         log=print) -> dict:
     """The whole report for the run in `out` (its checkpoint) and its exported `weights`,
     also written to out/eval.json."""
@@ -285,7 +308,8 @@ def run(out: Path, weights: Path, corpus: Path, tokenizer: Path, eval_rows: int 
 
     model = CromwellVLJEPA.load(weights)
     log("completions")
-    for key, starts in (("completions", STARTS), ("completions_more", MORE_STARTS)):
+    for key, starts in (("completions", STARTS), ("completions_more", MORE_STARTS),
+                        ("completions_heldout", heldout_starts(corpus, n_starts))):
         comps = completions(model, starts)
         report[key] = comps
         report[f"{key}_parse"] = f"{sum(c['parses'] for c in comps)}/{len(comps)}"

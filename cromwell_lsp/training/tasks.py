@@ -234,18 +234,28 @@ def _drop_docstring(code: str) -> str:
     return "".join(lines[:doc.lineno - 1] + lines[doc.end_lineno:])
 
 
+def header_end(code: str) -> int | None:
+    """Where the first statement of the block's body starts (after its indentation), when
+    the body is on a line below the header; else None."""
+    lines = code.splitlines(keepends=True)
+    try:
+        body_line = ast.parse(code).body[0].body[0].lineno - 1
+    except (SyntaxError, ValueError, RecursionError, IndexError, AttributeError):
+        return None
+    if body_line <= 0:
+        return None
+    body = lines[body_line]
+    return len("".join(lines[:body_line])) + len(body) - len(body.lstrip())
+
+
 def block_cut(code: str, rng: random.Random) -> tuple[str, str]:
     """(start, rest): mostly the header through its line's end and the first body line's
     indentation, as a developer who just opened a block has typed; otherwise a point
     inside the first line (`for i in range(`)."""
     lines = code.splitlines(keepends=True)
-    try:
-        body_line = ast.parse(code).body[0].body[0].lineno - 1
-    except (SyntaxError, ValueError, RecursionError, IndexError, AttributeError):
-        body_line = 0
-    if rng.random() < 0.75 and body_line > 0:
-        body = lines[body_line]
-        a = len("".join(lines[:body_line])) + len(body) - len(body.lstrip())
+    header = header_end(code)
+    if rng.random() < 0.75 and header is not None:
+        a = header
     else:
         first = lines[0].rstrip()
         a = rng.randint(min(3, len(first)), max(3, len(first) - 1))
