@@ -166,8 +166,8 @@ def screenshot_vector(model, pixels, read: str) -> np.ndarray:
     """The vector snippets are ranked against: the joint-space vector of the code the
     screenshot's reading head reads, or the image's own pooled vector when it reads
     nothing.  (On 100 held-out screenshots the shipped model finds the right function
-    first 96 times by what it reads, twice by the pooled vector, 95 times by the two
-    together: docs/bench/eval-tiny-27729.json.)
+    first 96 times by what it reads, once by the pooled vector, 95 times by the two
+    together: docs/bench/eval-tiny-29250.json.)
     pixels: a canvas or its VisionState; read: what model.read_text read from it."""
     return model.embed_text(read) if read.strip() else model.embed_image(pixels)
 
