@@ -3,13 +3,14 @@
 A small model completing a bare start greedily falls into loops: `self.x = x` line after
 line, `b, b, b, ...`, `data.data.data`.  Lower next-token loss on real code did not
 remove them (docs/MODEL.md), because the LM loss never sees the model's own output.
-These steps do: the twin completes bare starts drawn from the training files the way the
-server asks for them (SPM prompt, empty suffix, greedy), the tokens of the completion that
-repeat it (a line it already wrote, a short piece it has written twice in a row) are
-marked, and a margin loss on each marked token lowers it below the best other token at
-that point, leaving every unmarked token alone (sequence-level unlikelihood training,
-Welleck et al. 2019, with a bounded loss in place of -log(1 - p); see unlikelihood_loss).  The LM loss of the same step keeps the rest of the distribution
-where the real code puts it.
+These steps do: the twin completes bare starts drawn from the training files as the block
+task prompts them (SPM prompt, empty suffix; greedy, without the server's token healing),
+the tokens of the completion that repeat it (a line it already wrote, a short piece it
+has written three times in a row) are marked, and a margin loss on each marked token
+lowers it below the best other token at that point, leaving every unmarked token alone
+(sequence-level unlikelihood training, Welleck et al. 2019, with a bounded loss in place
+of -log(1 - p); see unlikelihood_loss).  The LM loss of the same step keeps the rest of
+the distribution where the real code puts it.
 """
 from __future__ import annotations
 
@@ -32,9 +33,10 @@ _RUN = re.compile(r"(.{1,24}?)\1{2,}", re.S)  # a piece written three times or m
 def repeat_spans(text: str) -> list[tuple[int, int]]:
     """Character spans of `text` (a completion) that repeat what it wrote before it:
     (a) a line equal, stripped, to an earlier line of the completion (not blank, not one
-    of SHORT_REPEATS, not an `except` clause or decorator); (b) in a run of one piece written three times or more in a row,
-    everything after its first two copies ("b, b, " of "b, b, b, b, "), a run that is not
-    just spaces (indentation) or one character repeated within a word (`===`, `0000`).
+    of SHORT_REPEATS, not an `except` clause or decorator); (b) in a run of one piece of up
+    to 24 characters written three times or more in a row, everything after its first two
+    copies ("b, b, " of "b, b, b, b, "), unless the piece is only spaces (indentation) or
+    one character repeated fewer than 8 times in all (`===`, `0000`).
     Sorted, overlapping spans merged."""
     spans, seen, pos = [], set(), 0
     for line in text.split("\n"):
@@ -47,7 +49,7 @@ def repeat_spans(text: str) -> list[tuple[int, int]]:
         pos += len(line) + 1
     for m in _RUN.finditer(text):
         unit = m.group(1)
-        if not unit.strip() or len(set(unit)) == 1 and len(unit) * (len(m.group(0)) // len(unit)) < 8:
+        if not unit.strip() or len(set(unit)) == 1 and len(m.group(0)) < 8:
             continue
         spans.append((m.start() + 2 * len(unit), m.end()))
     merged: list[tuple[int, int]] = []
