@@ -129,11 +129,10 @@ def heldout_starts(corpus: Path, n: int, seed: int = 13) -> list[str]:
     rng.shuffle(recs)
     starts = []
     for rec in recs:
-        blocks = [b for b in map(tasks._drop_docstring, tasks.block_snippets(rec["text"]))
-                  if tasks.header_end(b) is not None]
-        if blocks:
-            block = rng.choice(blocks)
-            starts.append(block[:tasks.header_end(block)])
+        cuts = [b[:end] for b in map(tasks._drop_docstring, tasks.block_snippets(rec["text"]))
+                if (end := tasks.header_end(b)) is not None]
+        if cuts:
+            starts.append(rng.choice(cuts))
         if len(starts) == n:
             break
     return starts

@@ -288,7 +288,7 @@ class Trainer:
         c = self.c
         rng = random.Random(f"ul:{c.seed}:{self.rank}:{self.step}")
         ids, marks, share = U.unlikelihood_batch(self.model, self.tok, self.texts, rng,
-                                                 c.ul_batch, c.ul_tokens, self.device)
+                                                 c.ul_batch, c.ul_tokens)
         if ids is None:
             return torch.zeros((), device=self.device), {"ul": 0.0, "ul_marked": share}
         ul = U.unlikelihood_loss(self.model(ids[:, :-1], jepa=False).logits, ids, marks,

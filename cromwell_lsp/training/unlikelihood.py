@@ -37,7 +37,9 @@ def repeat_spans(text: str) -> list[tuple[int, int]]:
     to 24 characters written three times or more in a row, everything after its first two
     copies ("b, b, " of "b, b, b, b, "), unless the piece is only spaces (indentation) or
     one character repeated fewer than 8 times in all (`===`, `0000`).
-    Sorted, overlapping spans merged."""
+    Sorted, overlapping spans merged.  Far more eager than the server's cut_repetition
+    (features/postprocess.py), which must not cut real code the editor shows: here a
+    repeat only costs a small push on a token the model was not asked to write."""
     spans, seen, pos = [], set(), 0
     for line in text.split("\n"):
         s = line.strip()
@@ -86,32 +88,33 @@ def draw_starts(texts: list[tuple[str, str]], rng: random.Random, n: int,
 
 
 @torch.no_grad()
-def greedy(model, prompt_ids: list[list[int]], n_tokens: int, stop: int, pad: int):
-    """Greedy continuations of left-padded prompts (no cache: the twin recomputes, which
-    at these lengths is a few forwards a second).  Returns (ids [B, T] = prompt + new,
-    new [B, n] with `pad` after a row's stop token, the prompt length P)."""
+def greedy(model, prompt_ids: list[list[int]], n_tokens: int, stop: int):
+    """Greedy continuations of prompts, left-padded with `stop` (no cache: the twin
+    recomputes, which at these lengths is a few forwards a second), on the model's device.
+    Returns (ids [B, P + new] with `stop` after a row's stop token, the padded prompt
+    length P)."""
+    device = next(model.parameters()).device
     B, P = len(prompt_ids), max(len(p) for p in prompt_ids)
-    ids = torch.full((B, P), pad, dtype=torch.long)
+    ids = torch.full((B, P), stop, dtype=torch.long, device=device)
     for i, p in enumerate(prompt_ids):
-        ids[i, P - len(p):] = torch.as_tensor(p)
+        ids[i, P - len(p):] = torch.as_tensor(p, device=device)
     # the left padding is end-of-text tokens: to the twin, the end of a previous document,
     # as in the packed training rows
-    done = torch.zeros(B, dtype=torch.bool)
+    done = torch.zeros(B, dtype=torch.bool, device=device)
     was = model.training
     model.eval()
     for _ in range(n_tokens):
         nxt = model(ids, jepa=False).logits[:, -1].float().argmax(-1)
-        nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
+        nxt = torch.where(done, torch.full_like(nxt, stop), nxt)
         ids = torch.cat([ids, nxt[:, None]], 1)
         done |= nxt == stop
         if bool(done.all()):
             break
     model.train(was)
-    return ids, ids[:, P:], P
+    return ids, P
 
 
-def unlikelihood_batch(model, tok, texts, rng: random.Random, n: int, n_tokens: int,
-                       device="cpu"):
+def unlikelihood_batch(model, tok, texts, rng: random.Random, n: int, n_tokens: int):
     """Complete n bare starts greedily and mark the repeating tokens: (ids [B, T], marks
     [B, T] float, 1 where the token at t repeats, so the loss applies to the prediction
     at t - 1, the share of generated tokens marked), or (None, None, 0.0) when no
@@ -121,11 +124,11 @@ def unlikelihood_batch(model, tok, texts, rng: random.Random, n: int, n_tokens: 
         return None, None, 0.0
     stop = tok.special("endoftext")
     prompt_ids = [prompts.encode(prompts.fim_spm(s, ""), tok, None)[0] for s in starts]
-    ids, new, P = greedy(model, [p for p in prompt_ids], n_tokens, stop, pad=stop)
+    ids, P = greedy(model, prompt_ids, n_tokens, stop)
     marks = torch.zeros(ids.shape, dtype=torch.float32)
     generated = 0
-    for i in range(len(starts)):
-        row = new[i].tolist()
+    for i, new in enumerate(ids[:, P:].tolist()):
+        row = new
         if stop in row:
             row = row[:row.index(stop)]
         pieces = [tok.decode([t]) for t in row]
@@ -137,7 +140,7 @@ def unlikelihood_batch(model, tok, texts, rng: random.Random, n: int, n_tokens: 
     share = float(marks.sum()) / max(generated, 1)
     if not marks.any():
         return None, None, share
-    return ids.to(device), marks.to(device), share
+    return ids, marks.to(ids.device), share
 
 
 def unlikelihood_loss(logits, ids, marks, margin: float = 1.0):
