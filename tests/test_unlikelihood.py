@@ -16,7 +16,10 @@ from tests.test_training import _config, _quiet  # noqa: E402
 # completions of bare starts by the step-27,729 model (docs/bench/eval-tiny-27729.json)
 LOOPS = [
     ("def __init__(self, other):\n        self.other = other\n        self.right = other\n"
-     "        self.right = other\n        self.right = other\n", ["self.right = other"] * 2),
+     "        self.right = other\n        self.right = other\n",
+     # the repeated lines, and the run "\n        self.right = other" (27 characters)
+     # from its third copy, merged
+     ["self.right = other\n        self.right = other"]),
     ("return a.as_real(a, b, b, b, b, b, b)\n", [", b, b, b, b"]),
     ("return a.as_real_to_to_to_to_to_\n", ["_to_to_to"]),
     ("return [\n        'test'\n        'test'\n        'test'\n", ["'test'\n        'test'"]),
@@ -26,6 +29,9 @@ LOOPS = [
      ["# if we have a line"]),
     ("if value in key:\n        value = value.replace(value)\n"
      "        value = value.replace(value)\n", ["value = value.replace(value)"]),
+    # step 29,250 (docs/bench/eval-tiny-29250.json): a 27-character piece
+    ("if not isinstance(i, int) and not isinstance(i, int) and not isinstance(i, int) and"
+     " not isinstance(i, int):\n", [" not isinstance(i, int) and"]),
 ]
 CODE = [
     "self.x = x\n        self.y = y\n        self.z = z\n",
@@ -47,6 +53,38 @@ def test_loops_are_marked_after_their_first_copies(text, repeats):
 @pytest.mark.parametrize("text", CODE)
 def test_ordinary_code_is_not_marked(text):
     assert U.repeat_spans(text) == []
+
+
+HEADER = "def test_is_dtype(self, dtype):\n    "
+EMPTY = [  # (start, completion, stopped) -> the completion's piece that ends the empty body
+    (HEADER, "", True, ""),  # closed at once: the stop token (past the text)
+    (HEADER, "# GH#4249\n", True, ""),
+    ("@pytest.mark.parametrize('i', [1])\ndef test_x(i):\n    # GH#35331\n\n    ",
+     "# GH#4249\n", True, ""),
+    (HEADER, "# check it\n\ndef test_other(self):\n    pass\n", True, "\nd"),
+    ("for i in items:\n    ", "\nx = 1\n", True, "\nx"),
+]
+FULL = [
+    (HEADER, "return dtype\n", True),
+    (HEADER, "# GH#4249\n    assert dtype\n\ndef g():\n", True),
+    (HEADER, "# a comment the token limit cut", False),  # not ended: no mark
+    ("for i in range(", "10):\n    pass\n", True),  # a point inside the header's line
+    ("class C:\n    ", "x = 1\n", True),
+]
+
+
+@pytest.mark.parametrize("start, completion, stopped, piece", EMPTY)
+def test_a_block_closed_without_a_statement_is_marked_where_it_ends(start, completion,
+                                                                     stopped, piece):
+    a, b = U.empty_body_end(start, completion, stopped)
+    assert completion[a:b] == piece
+    if not piece:
+        assert (a, b) == (len(completion), len(completion) + 1)
+
+
+@pytest.mark.parametrize("start, completion, stopped", FULL)
+def test_a_body_with_a_statement_or_not_yet_ended_is_not_marked(start, completion, stopped):
+    assert U.empty_body_end(start, completion, stopped) is None
 
 
 def test_marked_tokens_are_those_overlapping_a_repeat():
@@ -111,6 +149,28 @@ def test_a_run_with_unlikelihood_steps_logs_them_and_resumes_exactly(small_token
     logged = [r for r in rows if "ul_marked" in r]
     # a 6-step model loops on nearly every start: the unlikelihood term is there and positive
     assert logged and all(r["ul_marked"] > 0 and r["ul"] > 0 for r in logged)
+
+
+def test_ul_prompts_are_healed_as_the_server_heals_them(small_tokenizer):
+    """The starts are prompted as the editor's completion prompts them (the last token
+    taken back and spelled again first), so these steps push on the loops the server's
+    completions fall into, not on those of a prompt it never sends."""
+    from cromwell_lsp.features.completion import healed_prompt
+    from cromwell_lsp.model import prompts
+    from cromwell_lsp.model.healing import LeadConstraint, heal_prompt
+    from cromwell_lsp.model.config import preset
+    from cromwell_lsp.training.model import CromwellTwin
+
+    tok, _ = small_tokenizer
+    start = "def add(a, b):\n    "
+    ids, lead = heal_prompt(prompts.encode(prompts.fim_spm(start, ""), tok, None)[0], tok)
+    assert (ids, lead) == healed_prompt(start, "", tok, 10_000) and lead.strip() == ""
+    torch.manual_seed(0)
+    twin = CromwellTwin(preset("tiny").replace(vocab_size=tok.vocab_size, max_seq_len=64))
+    stop = tok.special("endoftext")
+    out, P = U.greedy(twin, [ids], 6, stop, [LeadConstraint(tok, lead)])
+    text = tok.decode([t for t in out[0, P:].tolist() if t != stop])
+    assert text.startswith(lead)  # an untrained twin spells the lead only when made to
 
 
 def test_starts_are_bare_block_starts_from_the_files():

@@ -21,20 +21,21 @@ import torch
 import torch.nn.functional as F
 
 from ..model import prompts
+from ..model.healing import LeadConstraint, heal_prompt
 from . import tasks
 
 # lines that real code does write twice in a few lines: not a loop
 SHORT_REPEATS = frozenset({"pass", "else:", "try:", "break", "continue", "return", "finally:",
                            "return None", "return True", "return False", "raise", "yield",
                            '"""', "'''", ")", "]", "}", "),", "],", "},"})
-_RUN = re.compile(r"(.{1,24}?)\1{2,}", re.S)  # a piece written three times or more in a row
+_RUN = re.compile(r"(.{1,32}?)\1{2,}", re.S)  # a piece written three times or more in a row
 
 
 def repeat_spans(text: str) -> list[tuple[int, int]]:
     """Character spans of `text` (a completion) that repeat what it wrote before it:
     (a) a line equal, stripped, to an earlier line of the completion (not blank, not one
     of SHORT_REPEATS, not an `except` clause or decorator); (b) in a run of one piece of up
-    to 24 characters written three times or more in a row, everything after its first two
+    to 32 characters written three times or more in a row, everything after its first two
     copies ("b, b, " of "b, b, b, b, "), unless the piece is only spaces (indentation) or
     one character repeated fewer than 8 times in all (`===`, `0000`).
     Sorted, overlapping spans merged.  Far more eager than the server's cut_repetition
@@ -63,6 +64,31 @@ def repeat_spans(text: str) -> list[tuple[int, int]]:
     return merged
 
 
+def empty_body_end(start: str, completion: str, stopped: bool) -> tuple[int, int] | None:
+    """When the block the start opens ends with no statement in its body (only comments,
+    blank lines, or nothing), the span of `completion` (the text after `start`) that ends
+    it: from the newline before the first line back at column 0 through that line's first
+    character, or (len, len + 1) for the stop token when the completion stopped there
+    (`stopped`; a completion cut by the token limit has not ended its block).  None when
+    the body has a statement, or when the start is not at a body's first line (a point
+    inside a header's first line).  `def f():` closed at once does not parse, and is what
+    a small model does most often after a bare start once its loops are pushed down."""
+    line_start = start.rfind("\n") + 1
+    if line_start == 0 or start[line_start:].strip() or not start[line_start:]:
+        return None
+    text = start + completion
+    pos = line_start
+    for line in text[line_start:].split("\n"):
+        s = line.strip()
+        if s and not line[:1].isspace():  # back at column 0: the body has ended
+            a = max(pos - 1 - len(start), 0)
+            return a, pos + 1 - len(start)
+        if s and not s.startswith("#"):
+            return None
+        pos += len(line) + 1
+    return (len(completion), len(completion) + 1) if stopped else None
+
+
 def marked_tokens(pieces: list[str], spans: list[tuple[int, int]]) -> list[bool]:
     """For each token (its text, in order), does it overlap a span of repeat_spans?"""
     out, pos = [], 0
@@ -88,11 +114,12 @@ def draw_starts(texts: list[tuple[str, str]], rng: random.Random, n: int,
 
 
 @torch.no_grad()
-def greedy(model, prompt_ids: list[list[int]], n_tokens: int, stop: int):
+def greedy(model, prompt_ids: list[list[int]], n_tokens: int, stop: int, constraints=None):
     """Greedy continuations of prompts, left-padded with `stop` (no cache: the twin
     recomputes, which at these lengths is a few forwards a second), on the model's device.
-    Returns (ids [B, P + new] with `stop` after a row's stop token, the padded prompt
-    length P)."""
+    `constraints`: per prompt, a healing.LeadConstraint (or None) that restricts its first
+    tokens as the server's generation does.  Returns (ids [B, P + new] with `stop` after a
+    row's stop token, the padded prompt length P)."""
     device = next(model.parameters()).device
     B, P = len(prompt_ids), max(len(p) for p in prompt_ids)
     ids = torch.full((B, P), stop, dtype=torch.long, device=device)
@@ -101,11 +128,21 @@ def greedy(model, prompt_ids: list[list[int]], n_tokens: int, stop: int):
     # the left padding is end-of-text tokens: to the twin, the end of a previous document,
     # as in the packed training rows
     done = torch.zeros(B, dtype=torch.bool, device=device)
+    constraints = constraints or [None] * B
     was = model.training
     model.eval()
     for _ in range(n_tokens):
-        nxt = model(ids, jepa=False).logits[:, -1].float().argmax(-1)
+        logits = model(ids, jepa=False).logits[:, -1].float()
+        for i, c in enumerate(constraints):
+            if c is not None and c.active:
+                keep = torch.full_like(logits[i], float("-inf"))
+                keep[torch.as_tensor(c.allowed(), device=device)] = 0.0
+                logits[i] += keep
+        nxt = logits.argmax(-1)
         nxt = torch.where(done, torch.full_like(nxt, stop), nxt)
+        for i, c in enumerate(constraints):
+            if c is not None and c.active:
+                c.advance(int(nxt[i]))
         ids = torch.cat([ids, nxt[:, None]], 1)
         done |= nxt == stop
         if bool(done.all()):
@@ -115,32 +152,48 @@ def greedy(model, prompt_ids: list[list[int]], n_tokens: int, stop: int):
 
 
 def unlikelihood_batch(model, tok, texts, rng: random.Random, n: int, n_tokens: int):
-    """Complete n bare starts greedily and mark the repeating tokens: (ids [B, T], marks
-    [B, T] float, 1 where the token at t repeats, so the loss applies to the prediction
-    at t - 1, the share of generated tokens marked), or (None, None, 0.0) when no
-    completion repeated itself."""
+    """Complete n bare starts greedily, prompted as the server prompts them (SPM, empty
+    suffix, token healing), and mark the failing tokens (repeat_spans, empty_body_end):
+    (ids [B, T], marks [B, T] float, 1 where the token at t fails, so the loss applies to
+    the prediction at t - 1, the share of generated tokens marked), or (None, None, 0.0)
+    when no completion failed."""
     starts = draw_starts(texts, rng, n)
     if not starts:
         return None, None, 0.0
     stop = tok.special("endoftext")
-    prompt_ids = [prompts.encode(prompts.fim_spm(s, ""), tok, None)[0] for s in starts]
-    ids, P = greedy(model, prompt_ids, n_tokens, stop)
+    healed = [heal_prompt(prompts.encode(prompts.fim_spm(s, ""), tok, None)[0], tok)
+              for s in starts]
+    ids, P = greedy(model, [h[0] for h in healed], n_tokens, stop,
+                    [LeadConstraint(tok, lead) if lead else None for _, lead in healed])
     marks = torch.zeros(ids.shape, dtype=torch.float32)
     generated = 0
-    for i, new in enumerate(ids[:, P:].tolist()):
-        row = new
-        if stop in row:
+    for i, row in enumerate(ids[:, P:].tolist()):
+        stopped = stop in row
+        if stopped:
             row = row[:row.index(stop)]
         pieces = [tok.decode([t]) for t in row]
         generated += len(row)
-        flags = marked_tokens(pieces, repeat_spans("".join(pieces)))
+        text, lead = "".join(pieces), healed[i][1]
+        spans = repeat_spans(text)
+        if text.startswith(lead):  # the text after the start, as the editor gets it
+            end = empty_body_end(starts[i], text[len(lead):], stopped)
+            if end is not None:
+                spans.append((end[0] + len(lead), end[1] + len(lead)))
+        flags = marked_tokens(pieces + [""], spans)
+        if stopped and end_marked(spans, len(text)):
+            flags[-1] = True  # the stop token itself
         for j, f in enumerate(flags):
-            if f:
+            if f and P + j < ids.shape[1]:
                 marks[i, P + j] = 1.0
     share = float(marks.sum()) / max(generated, 1)
     if not marks.any():
         return None, None, share
     return ids, marks.to(ids.device), share
+
+
+def end_marked(spans, n: int) -> bool:
+    """Does a span cover the position just past the text (the stop token's place)?"""
+    return any(a <= n < b for a, b in spans)
 
 
 def unlikelihood_loss(logits, ids, marks, margin: float = 1.0):
