@@ -183,6 +183,10 @@ def test_loss_falls_and_export_matches_the_twin(small_tokenizer, tmp_path):
     for key in ("val_lm", "val_bpb_stdlib"):
         assert ev["trained"][key] < ev["untrained"][key], key
         assert ev["unigram"][key] > 0
+    # the engine on the int8 file: the twin's tasks, each within what int8 may cost
+    assert ev["engine"].keys() == ev["trained"].keys()
+    for key, value in ev["trained"].items():
+        assert abs(ev["engine"][key] - value) < 0.02 * value, key
     assert len(ev["completions"]) == len(evaluate.STARTS)
     assert all(c["completion"] is not None and isinstance(c["parses"], bool)
                and isinstance(c["loops"], bool) for c in ev["completions"])

@@ -2,7 +2,9 @@
 
 1. Validation loss per task (file LM, FIM in both orders, explain, repair) on held-out
    files, and bits per byte on held-out standard-library files, for the trained twin, the
-   same model untrained (its initial weights) and a unigram model of the training tokens.
+   same model untrained (its initial weights) and a unigram model of the training tokens;
+   and the same for the engine on the weights file evaluated (int8 as shipped): what the
+   C kernels on the exported weights score, beside the fp32 twin.
 2. Greedy completions of ordinary Python starts, through the engine and the server's SPM
    prompt (token-healed, as the server sends it), cut at the end of their block: do they
    parse, and do they parse without looping (a repeated line parses, yet helps nobody)?
@@ -265,6 +267,31 @@ def unigram_task_losses(trainer, logp: np.ndarray) -> dict:
     return out
 
 
+class EngineAsTwin:
+    """The engine (an exported weights file as the server loads it, int8 or fp32) in the
+    twin's place for Trainer.evaluate: the same validation rows and bits per byte,
+    computed by the C kernels on the shipped weights, so the report states what the
+    quantized model loses, not only what the fp32 twin scores."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def __call__(self, ids, jepa: bool = False):
+        import torch
+
+        from .model import TwinOutput
+
+        rows = [self.model.forward(row, self.model.new_cache(len(row)))
+                for row in ids.tolist()]
+        return TwinOutput(logits=torch.as_tensor(np.stack(rows)), preds=None, z=None)
+
+    def eval(self):
+        return self
+
+    def train(self, mode: bool = True):
+        return self
+
+
 def run(out: Path, weights: Path, corpus: Path, tokenizer: Path, eval_rows: int = 64,
         bpb_bytes: int = 200_000, n_snippets: int = 100, n_lines: int = 400, n_starts: int = 100,
         log=print) -> dict:
@@ -306,6 +333,10 @@ def run(out: Path, weights: Path, corpus: Path, tokenizer: Path, eval_rows: int 
     report["bpb_bytes"] = sum(len(t.encode("utf-8")) for t in trainer.val["stdlib"])
 
     model = CromwellVLJEPA.load(weights)
+    log(f"validation: the engine on {weights.name}")
+    trainer.model = EngineAsTwin(model)
+    report["engine"] = trainer.evaluate()
+    trainer.model = trained
     log("completions")
     for key, starts in (("completions", STARTS), ("completions_more", MORE_STARTS),
                         ("completions_heldout", heldout_starts(corpus, n_starts))):
