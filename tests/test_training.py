@@ -197,6 +197,9 @@ def test_loss_falls_and_export_matches_the_twin(small_tokenizer, tmp_path):
     held = evaluate.heldout_starts(tok.path.parent / "corpus", 8)
     assert [c["start"] for c in ev["completions_heldout"]] == held
     assert ev["completions_heldout_parse"].endswith(f"/{len(held)}")
+    useful = sum(c["parses"] and not c["loops"] and not c["trivial"]
+                 for c in ev["completions_heldout"])
+    assert ev["completions_heldout_parse_no_loop_nontrivial"] == f"{useful}/{len(held)}"
     lines = ev["in_file_lines"]
     cases = evaluate.line_cases(tok.path.parent / "corpus", 400)
     assert lines["cases"] == len(cases) > 0 and 0 <= lines["exact"] <= lines["cases"]
@@ -386,3 +389,12 @@ def test_reading_strips_hold_text_at_window_rows(small_tokenizer):
     assert same.shape == (2, 8 * 32, model.cfg.vision_dim)
     assert not torch.equal(same[0], moved[0]) and torch.equal(same[1], moved[1])
     assert not torch.equal(whole[:8], whole[8:16])  # the rows' positions differ
+
+
+@pytest.mark.parametrize("completion, expected", [
+    ("return\n", True), ("# nothing to do\n    pass\n", True), ("return None\n", True),
+    ("...\n", True), ("return n\n", False), ("if x:\n        return\n    return y\n", False),
+    ("", False), ("# only a comment\n", False)])
+def test_a_completion_that_does_nothing_is_trivial(completion, expected):
+    from cromwell_lsp.training import evaluate
+    assert evaluate.trivial(completion) is expected

@@ -87,6 +87,25 @@ def test_a_body_with_a_statement_or_not_yet_ended_is_not_marked(start, completio
     assert U.empty_body_end(start, completion, stopped) is None
 
 
+TRIVIAL = [  # (start, completion, stopped) -> the marked statement, or None
+    ("def fibonacci(n):\n    ", "return\n", True, "return"),
+    ("@cache\ndef f(n):\n    ", "# nothing yet\n    pass\n\ndef g():\n", True, "pass"),
+    ("for p in plist:\n    ", "return None\n", True, "return None"),
+    ("if q <= 0:\n    ", "return\n", True, None),  # an early return: real code
+    ("def f(n):\n    ", "return n\n", True, None),
+    ("def f(n):\n    ", "return\n    x = 1\n", True, None),  # not its only statement
+    ("def f(n):\n    ", "return", False, None),  # the token limit cut it: not yet closed
+    ("def f(", "n):\n    return\n", True, None),  # inside the header's first line
+]
+
+
+@pytest.mark.parametrize("start, completion, stopped, statement", TRIVIAL)
+def test_a_body_of_only_return_or_pass_is_marked_outside_an_if(start, completion, stopped,
+                                                                  statement):
+    span = U.trivial_body(start, completion, stopped)
+    assert (completion[span[0]:span[1]] if span else None) == statement
+
+
 def test_marked_tokens_are_those_overlapping_a_repeat():
     pieces = ["x", " = x", "\n", "x", " = x", "\n", ""]
     spans = U.repeat_spans("".join(pieces))

@@ -7,7 +7,8 @@
    C kernels on the exported weights score, beside the fp32 twin.
 2. Greedy completions of ordinary Python starts, through the engine and the server's SPM
    prompt (token-healed, as the server sends it), cut at the end of their block: do they
-   parse, and do they parse without looping (a repeated line parses, yet helps nobody)?
+   parse, and do they parse without looping (a repeated line parses, yet helps nobody)
+   and without being trivial (a body of only `return` or `pass`)?
    And rest-of-line completions inside held-out files, one per file, with the server's
    prompt window and post-processing: exact, and how much of the line matched.
 3. Screenshot -> code retrieval in the joint space, through the engine: held-out functions
@@ -92,6 +93,19 @@ def loops(code: str) -> bool:
     return bool(_LOOP.search(code))
 
 
+# statements that do nothing: a body of only these parses and never loops, and helps nobody
+TRIVIAL = frozenset({"return", "return None", "pass", "..."})
+
+
+def trivial(completion: str) -> bool:
+    """Is every statement line of the completion (comments and blank lines aside) one of
+    TRIVIAL (`def fibonacci(n):` -> `return`)?  Counted apart, since a model pushed off
+    its loops can learn to close every block that way and still "parse"."""
+    lines = [l.strip() for l in completion.splitlines()]
+    code = [l for l in lines if l and not l.startswith("#")]
+    return bool(code) and all(l in TRIVIAL for l in code)
+
+
 def completions(model, starts=STARTS, max_tokens: int = 96) -> list[dict]:
     """Greedy completion of each start (SPM prompt, empty suffix), cut at its block's end;
     the prompt budget is the server's for the model's context length."""
@@ -114,7 +128,8 @@ def completions(model, starts=STARTS, max_tokens: int = 96) -> list[dict]:
         ms = (time.perf_counter() - t0) * 1000
         code = cut_at_block_end(start + text)
         out.append({"start": start, "completion": code[len(start):], "parses": parses(code),
-                    "loops": loops(code[len(start):]), "ms": round(ms, 1)})
+                    "loops": loops(code[len(start):]), "trivial": trivial(code[len(start):]),
+                    "ms": round(ms, 1)})
     return out
 
 
@@ -345,6 +360,9 @@ def run(out: Path, weights: Path, corpus: Path, tokenizer: Path, eval_rows: int 
         report[f"{key}_parse"] = f"{sum(c['parses'] for c in comps)}/{len(comps)}"
         report[f"{key}_parse_no_loop"] = (
             f"{sum(c['parses'] and not c['loops'] for c in comps)}/{len(comps)}")
+        report[f"{key}_parse_no_loop_nontrivial"] = (
+            f"{sum(c['parses'] and not c['loops'] and not c['trivial'] for c in comps)}"
+            f"/{len(comps)}")
     log("rest-of-line completions in held-out files")
     report["in_file_lines"] = in_file_lines(model, line_cases(corpus, n_lines))
     log("screenshot retrieval")

@@ -89,6 +89,39 @@ def empty_body_end(start: str, completion: str, stopped: bool) -> tuple[int, int
     return (len(completion), len(completion) + 1) if stopped else None
 
 
+# the evaluation's TRIVIAL statements less `...`, which real typing stubs and protocols have
+DO_NOTHING = frozenset({"return", "return None", "pass"})
+
+
+def trivial_body(start: str, completion: str, stopped: bool) -> tuple[int, int] | None:
+    """When the start opens a block other than an `if` (a definition, loop, with, try)
+    and the completion closes it with a body of one DO_NOTHING statement (`return`, `pass`),
+    the span of that statement in `completion`; else None (also for a start inside a
+    header's first line, or a body the token limit cut).  Pushed down once the loops were:
+    a bare `return` parses and never loops, and became the model's answer to a third of
+    the held-out starts (`def fibonacci(n):` -> `return`).  An `if` is left alone: real
+    code often returns early from one."""
+    line_start = start.rfind("\n") + 1
+    if line_start == 0 or start[line_start:].strip() or not start[line_start:]:
+        return None
+    header = next((l for l in start.split("\n") if l[:1].strip() and l[0] not in "@#"), "")
+    if header.split("(")[0].split()[:1] in (["if"], ["elif"], ["else:"]):
+        return None
+    text, pos, found, ended = start + completion, line_start, [], False
+    for line in text[line_start:].split("\n"):
+        s = line.strip()
+        if s and not line[:1].isspace():
+            ended = True
+            break
+        if s and not s.startswith("#"):
+            a = pos + len(line) - len(line.lstrip())
+            found.append((s, a - len(start), a + len(s) - len(start)))
+        pos += len(line) + 1
+    if not (ended or stopped) or len(found) != 1 or found[0][0] not in DO_NOTHING:
+        return None
+    return max(found[0][1], 0), found[0][2]
+
+
 def marked_tokens(pieces: list[str], spans: list[tuple[int, int]]) -> list[bool]:
     """For each token (its text, in order), does it overlap a span of repeat_spans?"""
     out, pos = [], 0
@@ -153,7 +186,8 @@ def greedy(model, prompt_ids: list[list[int]], n_tokens: int, stop: int, constra
 
 def unlikelihood_batch(model, tok, texts, rng: random.Random, n: int, n_tokens: int):
     """Complete n bare starts greedily, prompted as the server prompts them (SPM, empty
-    suffix, token healing), and mark the failing tokens (repeat_spans, empty_body_end):
+    suffix, token healing), and mark the failing tokens (repeat_spans, empty_body_end,
+    trivial_body):
     (ids [B, T], marks [B, T] float, 1 where the token at t fails, so the loss applies to
     the prediction at t - 1, the share of generated tokens marked), or (None, None, 0.0)
     when no completion failed."""
@@ -176,9 +210,11 @@ def unlikelihood_batch(model, tok, texts, rng: random.Random, n: int, n_tokens: 
         text, lead = "".join(pieces), healed[i][1]
         spans = repeat_spans(text)
         if text.startswith(lead):  # the text after the start, as the editor gets it
-            end = empty_body_end(starts[i], text[len(lead):], stopped)
-            if end is not None:
-                spans.append((end[0] + len(lead), end[1] + len(lead)))
+            for rule in (empty_body_end, trivial_body):
+                end = rule(starts[i], text[len(lead):], stopped)
+                if end is not None:
+                    spans.append((end[0] + len(lead), end[1] + len(lead)))
+            spans.sort()
         flags = marked_tokens(pieces + [""], spans)
         if stopped and end_marked(spans, len(text)):
             flags[-1] = True  # the stop token itself
