@@ -64,6 +64,15 @@ def repeat_spans(text: str) -> list[tuple[int, int]]:
     return merged
 
 
+def _body_line(start: str) -> int | None:
+    """Where the start's last line begins when that line is only a body's indentation (the
+    start ends where its block's first statement goes); None for a point in a header."""
+    line_start = start.rfind("\n") + 1
+    if line_start == 0 or start[line_start:].strip() or not start[line_start:]:
+        return None
+    return line_start
+
+
 def empty_body_end(start: str, completion: str, stopped: bool) -> tuple[int, int] | None:
     """When the block the start opens ends with no statement in its body (only comments,
     blank lines, or nothing), the span of `completion` (the text after `start`) that ends
@@ -73,8 +82,8 @@ def empty_body_end(start: str, completion: str, stopped: bool) -> tuple[int, int
     the body has a statement, or when the start is not at a body's first line (a point
     inside a header's first line).  `def f():` closed at once does not parse, and is what
     a small model does most often after a bare start once its loops are pushed down."""
-    line_start = start.rfind("\n") + 1
-    if line_start == 0 or start[line_start:].strip() or not start[line_start:]:
+    line_start = _body_line(start)
+    if line_start is None:
         return None
     text = start + completion
     pos = line_start
@@ -101,8 +110,8 @@ def trivial_body(start: str, completion: str, stopped: bool) -> tuple[int, int] 
     a bare `return` parses and never loops, and became the model's answer to a third of
     the held-out starts (`def fibonacci(n):` -> `return`).  An `if` is left alone: real
     code often returns early from one."""
-    line_start = start.rfind("\n") + 1
-    if line_start == 0 or start[line_start:].strip() or not start[line_start:]:
+    line_start = _body_line(start)
+    if line_start is None:
         return None
     header = next((l for l in start.split("\n") if l[:1].strip() and l[0] not in "@#"), "")
     if header.split("(")[0].split()[:1] in (["if"], ["elif"], ["else:"]):
