@@ -127,9 +127,9 @@ def completions(model, starts=STARTS, max_tokens: int = 96) -> list[dict]:
                              lead=lead)
         ms = (time.perf_counter() - t0) * 1000
         code = cut_at_block_end(start + text)
-        out.append({"start": start, "completion": code[len(start):], "parses": parses(code),
-                    "loops": loops(code[len(start):]), "trivial": trivial(code[len(start):]),
-                    "ms": round(ms, 1)})
+        comp = code[len(start):]
+        out.append({"start": start, "completion": comp, "parses": parses(code),
+                    "loops": loops(comp), "trivial": trivial(comp), "ms": round(ms, 1)})
     return out
 
 
@@ -298,7 +298,7 @@ class EngineAsTwin:
 
         rows = [self.model.forward(row, self.model.new_cache(len(row)))
                 for row in ids.tolist()]
-        return TwinOutput(logits=torch.as_tensor(np.stack(rows)), preds=None, z=None)
+        return TwinOutput(logits=torch.as_tensor(np.stack(rows)))
 
     def eval(self):
         return self

@@ -3,10 +3,11 @@
 A small model completing a bare start greedily falls into loops: `self.x = x` line after
 line, `b, b, b, ...`, `data.data.data`.  Lower next-token loss on real code did not
 remove them (docs/MODEL.md), because the LM loss never sees the model's own output.
-These steps do: the twin completes bare starts drawn from the training files as the block
-task prompts them (SPM prompt, empty suffix; greedy, without the server's token healing),
-the tokens of the completion that repeat it (a line it already wrote, a short piece it
-has written three times in a row) are marked, and a margin loss on each marked token
+These steps do: the twin completes bare starts drawn from the training files as the
+server prompts them (SPM prompt, empty suffix, token healing; greedy), the tokens where
+the completion fails are marked (a line it already wrote, a short piece it has written
+three times in a row, a block closed with no statement or with only `return`), and a
+margin loss on each marked token
 lowers it below the best other token at that point, leaving every unmarked token alone
 (sequence-level unlikelihood training, Welleck et al. 2019, with a bounded loss in place
 of -log(1 - p); see unlikelihood_loss).  The LM loss of the same step keeps the rest of
@@ -23,6 +24,7 @@ import torch.nn.functional as F
 from ..model import prompts
 from ..model.healing import LeadConstraint, heal_prompt
 from . import tasks
+from .evaluate import TRIVIAL
 
 # lines that real code does write twice in a few lines: not a loop
 SHORT_REPEATS = frozenset({"pass", "else:", "try:", "break", "continue", "return", "finally:",
@@ -64,13 +66,24 @@ def repeat_spans(text: str) -> list[tuple[int, int]]:
     return merged
 
 
-def _body_line(start: str) -> int | None:
-    """Where the start's last line begins when that line is only a body's indentation (the
-    start ends where its block's first statement goes); None for a point in a header."""
+def _body(start: str, completion: str):
+    """The body the start opens, as the completion wrote it: (its statement lines as
+    (text, start, end) offsets in `completion`, the offset in `completion` of the first
+    line back at column 0, which ends the block, or None when it has not ended).  None
+    when the start's last line is not a body's bare indentation (a point in a header)."""
     line_start = start.rfind("\n") + 1
     if line_start == 0 or start[line_start:].strip() or not start[line_start:]:
         return None
-    return line_start
+    statements, pos = [], line_start - len(start)
+    for line in (start[line_start:] + completion).split("\n"):
+        s = line.strip()
+        if s and not line[:1].isspace():
+            return statements, pos
+        if s and not s.startswith("#"):
+            a = pos + len(line) - len(line.lstrip())
+            statements.append((s, max(a, 0), a + len(s)))
+        pos += len(line) + 1
+    return statements, None
 
 
 def empty_body_end(start: str, completion: str, stopped: bool) -> tuple[int, int] | None:
@@ -82,24 +95,17 @@ def empty_body_end(start: str, completion: str, stopped: bool) -> tuple[int, int
     the body has a statement, or when the start is not at a body's first line (a point
     inside a header's first line).  `def f():` closed at once does not parse, and is what
     a small model does most often after a bare start once its loops are pushed down."""
-    line_start = _body_line(start)
-    if line_start is None:
+    body = _body(start, completion)
+    if body is None or body[0]:
         return None
-    text = start + completion
-    pos = line_start
-    for line in text[line_start:].split("\n"):
-        s = line.strip()
-        if s and not line[:1].isspace():  # back at column 0: the body has ended
-            a = max(pos - 1 - len(start), 0)
-            return a, pos + 1 - len(start)
-        if s and not s.startswith("#"):
-            return None
-        pos += len(line) + 1
+    end = body[1]
+    if end is not None:
+        return max(end - 1, 0), end + 1
     return (len(completion), len(completion) + 1) if stopped else None
 
 
-# the evaluation's TRIVIAL statements less `...`, which real typing stubs and protocols have
-DO_NOTHING = frozenset({"return", "return None", "pass"})
+# the evaluation's do-nothing statements less `...`, which real typing stubs and protocols have
+DO_NOTHING = TRIVIAL - {"..."}
 
 
 def trivial_body(start: str, completion: str, stopped: bool) -> tuple[int, int] | None:
@@ -110,25 +116,14 @@ def trivial_body(start: str, completion: str, stopped: bool) -> tuple[int, int] 
     a bare `return` parses and never loops, and became the model's answer to a third of
     the held-out starts (`def fibonacci(n):` -> `return`).  An `if` is left alone: real
     code often returns early from one."""
-    line_start = _body_line(start)
-    if line_start is None:
-        return None
     header = next((l for l in start.split("\n") if l[:1].strip() and l[0] not in "@#"), "")
     if header.split("(")[0].split()[:1] in (["if"], ["elif"], ["else:"]):
         return None
-    text, pos, found, ended = start + completion, line_start, [], False
-    for line in text[line_start:].split("\n"):
-        s = line.strip()
-        if s and not line[:1].isspace():
-            ended = True
-            break
-        if s and not s.startswith("#"):
-            a = pos + len(line) - len(line.lstrip())
-            found.append((s, a - len(start), a + len(s) - len(start)))
-        pos += len(line) + 1
-    if not (ended or stopped) or len(found) != 1 or found[0][0] not in DO_NOTHING:
+    body = _body(start, completion)
+    if body is None or (body[1] is None and not stopped) or len(body[0]) != 1:
         return None
-    return max(found[0][1], 0), found[0][2]
+    statement, a, b = body[0][0]
+    return (a, b) if statement in DO_NOTHING else None
 
 
 def marked_tokens(pieces: list[str], spans: list[tuple[int, int]]) -> list[bool]:
@@ -223,22 +218,15 @@ def unlikelihood_batch(model, tok, texts, rng: random.Random, n: int, n_tokens: 
                 end = rule(starts[i], text[len(lead):], stopped)
                 if end is not None:
                     spans.append((end[0] + len(lead), end[1] + len(lead)))
-            spans.sort()
-        flags = marked_tokens(pieces + [""], spans)
-        if stopped and end_marked(spans, len(text)):
-            flags[-1] = True  # the stop token itself
+        # the stop token, one place past the text, is marked when a span covers that place
+        flags = marked_tokens(pieces + ["\0"] if stopped else pieces, spans)
         for j, f in enumerate(flags):
-            if f and P + j < ids.shape[1]:
+            if f:
                 marks[i, P + j] = 1.0
     share = float(marks.sum()) / max(generated, 1)
     if not marks.any():
         return None, None, share
     return ids, marks.to(ids.device), share
-
-
-def end_marked(spans, n: int) -> bool:
-    """Does a span cover the position just past the text (the stop token's place)?"""
-    return any(a <= n < b for a, b in spans)
 
 
 def unlikelihood_loss(logits, ids, marks, margin: float = 1.0):
