@@ -152,6 +152,16 @@ def _cmd_train(args) -> int:
                                 step=args.steps, log=log)
         print(json.dumps(report))
         return 0
+    if args.what == "own":
+        from .training import owncompletions
+
+        if not args.weights or not args.out.endswith(".jsonl"):
+            raise ValueError("train own needs --weights (the model that completes) and "
+                             "--out FILE.jsonl")
+        print(json.dumps(owncompletions.build(
+            Path(args.weights), Path(args.corpus), Path(args.out), args.starts, args.samples,
+            args.temperature, seed=args.seed or 0, workers=args.workers, log=log)))
+        return 0
     if args.what == "align":
         from .training.align import AlignConfig, run as align_run
 
@@ -226,7 +236,7 @@ _TRAIN_KNOBS = {"steps": int, "batch_size": int, "seq_len": int, "lr": float, "w
                 "max_minutes": float, "jepa_ramp": int, "image_batch": int, "image_side": int,
                 "min_lr": float, "blocks_per_file": int, "source_weights": str,
                 "ul_every": int, "ul_weight": float, "ul_batch": int, "ul_tokens": int,
-                "ul_margin": float}
+                "ul_margin": float, "own_data": str, "own_per_file": int, "own_min_ratio": float}
 
 
 def _settings(args):
@@ -357,10 +367,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="build the corpus, the tokenizer, train and export")
     p.add_argument("what", choices=["corpus", "tokenizer", "run", "align", "metric", "export",
-                                    "eval", "all", "import"],
+                                    "eval", "all", "import", "own"],
                    help="which step (all: every step in order, skipping finished ones; "
                         "import: an exported model -> OUT/ckpt.pt to train on from; "
-                        "metric: set an aligned checkpoint's retrieval metric)")
+                        "metric: set an aligned checkpoint's retrieval metric; "
+                        "own: the model's working completions of training starts, to train on)")
     p.add_argument("--out", default=None,
                    help="corpus: a folder; tokenizer: a .json; run/export: the run folder")
     p.add_argument("--corpus", default="runs/corpus", help="corpus folder")
@@ -380,6 +391,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(f"--{knob.replace('_', '-')}", type=kind, default=None, help=f"run: {knob}")
     p.add_argument("--read-steps", type=int, default=None,
                    help="align: first steps that train reading alone, on strips of text")
+    p.add_argument("--starts", type=int, default=2000, help="own: bare starts to complete")
+    p.add_argument("--samples", type=int, default=6,
+                   help="own: sampled completions of each start, beside the greedy one")
+    p.add_argument("--temperature", type=float, default=0.8, help="own: sampling temperature")
+    p.add_argument("--workers", type=int, default=2, help="own: processes")
     p.add_argument("--cache", default=None, help="folder for downloaded wheels")
     p.add_argument("--stdlib-only", action="store_true", help="corpus from the standard library only")
     p.add_argument("--vocab", type=int, default=16384, help="tokenizer vocabulary size")

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..model import prompts
-from . import screenshots, tasks
+from . import owncompletions, screenshots, tasks
 
 TASK_WEIGHTS = {"file": 1.0, "explain": 0.35, "repair": 0.25}
 BLOCKS_PER_FILE = 6  # block examples (a bare start -> its whole block) drawn from each file
@@ -28,9 +28,12 @@ BLOCKS_PER_FILE = 6  # block examples (a bare start -> its whole block) drawn fr
 
 class TextStream:
     def __init__(self, texts: list[tuple[str, str]], tok, seq_len: int, seed: int = 0,
-                 rank: int = 0, world: int = 1, blocks_per_file: int = BLOCKS_PER_FILE):
+                 rank: int = 0, world: int = 1, blocks_per_file: int = BLOCKS_PER_FILE,
+                 own: list[tuple[str, str]] | None = None, own_per_file: int = 0):
         self.texts = texts[rank::world]
         self.blocks_per_file = blocks_per_file
+        # the model's own working completions (owncompletions.py): this many with each file
+        self.own, self.own_per_file = own or [], own_per_file if own else 0
         self.tok, self.seq_len = tok, seq_len
         self.rng = random.Random(seed * 1000 + rank)
         self.order: list[int] = []
@@ -85,6 +88,8 @@ class TextStream:
         blocks = tasks.block_snippets(text)
         for _ in range(min(self.blocks_per_file, len(blocks))):
             ex.append(tasks.block_example(self.rng.choice(blocks), self.rng))
+        for _ in range(self.own_per_file):
+            ex.append(owncompletions.own_example(*self.rng.choice(self.own)))
         return ex
 
     def next_row(self) -> tuple[np.ndarray, np.ndarray, list[str]]:

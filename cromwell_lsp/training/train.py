@@ -75,6 +75,9 @@ class TrainConfig:
     ul_batch: int = 8             # how many bare starts it completes,
     ul_tokens: int = 48           # and how many tokens each; a repeating token is pushed
     ul_margin: float = 1.0        # this many nats below the best other one
+    own_data: str = ""            # the model's own working completions (`train own`), and
+    own_per_file: int = 0         # how many of them go with each file's examples
+    own_min_ratio: float = 0.0    # those at least this like their file's real block
 
 
 # ---- helpers --------------------------------------------------------------------------
@@ -187,8 +190,15 @@ class Trainer:
         texts = weighted([(r["path"], r["text"]) for r in read_jsonl(Path(c.corpus) / "train.jsonl")],
                          c.source_weights)
         self.texts = texts
+        own = []
+        if c.own_data and c.own_per_file:
+            from .owncompletions import load as load_own
+            own = load_own(Path(c.own_data), c.own_min_ratio)
+            if not own:
+                raise ValueError(f"{c.own_data}: no completions at ratio >= {c.own_min_ratio}")
         self.stream = D.TextStream(texts, self.tok, c.seq_len, c.seed, self.rank, self.world,
-                                   blocks_per_file=c.blocks_per_file)
+                                   blocks_per_file=c.blocks_per_file, own=own,
+                                   own_per_file=c.own_per_file)
         self.img_rng = random.Random(c.seed + 17 + self.rank)
         self.step = 0
         self.schedule_start = 0  # the step the learning-rate schedule (warmup) starts from

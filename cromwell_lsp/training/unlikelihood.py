@@ -23,8 +23,8 @@ import torch.nn.functional as F
 
 from ..model import prompts
 from ..model.healing import LeadConstraint, heal_prompt
-from . import tasks
 from .evaluate import TRIVIAL
+from .owncompletions import draw_cuts
 
 # lines that real code does write twice in a few lines: not a loop
 SHORT_REPEATS = frozenset({"pass", "else:", "try:", "break", "continue", "return", "finally:",
@@ -140,14 +140,7 @@ def draw_starts(texts: list[tuple[str, str]], rng: random.Random, n: int,
                 tries: int = 200) -> list[str]:
     """n bare starts (a block's header and its first body line's indentation, or a point
     in its first line), cut from blocks of random training files as block_example does."""
-    starts = []
-    for _ in range(tries):
-        if len(starts) == n:
-            break
-        blocks = tasks.block_snippets(rng.choice(texts)[1])
-        if blocks:
-            starts.append(tasks.block_cut(tasks._drop_docstring(rng.choice(blocks)), rng)[0])
-    return starts
+    return [start for _, start, _ in draw_cuts(texts, rng, n, tries)]
 
 
 @torch.no_grad()

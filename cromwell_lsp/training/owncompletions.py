@@ -1,0 +1,165 @@
+"""The model's own completions that work, to train on (`cromwell train own`).
+
+Unlikelihood steps (unlikelihood.py) only push a failing completion down; the small model
+then takes the next cheapest one (a loop became a bare `return`, then an `isinstance` test
+that returns; docs/MODEL.md).  These examples pull instead: for bare starts cut from
+training files as the server prompts them (SPM, empty suffix, token healing), the engine
+completes each greedily and by sampling; of the completions that, cut at their block's end,
+parse, do not loop and do something (evaluate.parses / loops / trivial), the one nearest the
+file's real block is kept.  Training on them (`run --own-data`, the task "own") raises
+completions the model already finds likely and that work, along its own path rather than
+only the file's (rejection-sampling fine-tuning, the self-training of expert iteration).
+
+The starts come from training files only; the held-out starts of `train eval` are cut from
+validation files, so the eval never sees one of its own starts here.
+"""
+from __future__ import annotations
+
+import difflib
+import json
+import random
+import time
+from pathlib import Path
+
+from . import tasks
+from .evaluate import cut_at_block_end, loops, parses, trivial
+
+
+def draw_cuts(texts: list[tuple[str, str]], rng: random.Random, n: int,
+              tries: int = 0) -> list[tuple[str, str, str]]:
+    """Up to n (path, start, rest): a block of a random training file, its docstring
+    dropped, cut as block_example cuts it (tasks.block_cut)."""
+    out = []
+    for _ in range(tries or 20 * n):
+        if len(out) == n:
+            break
+        path, text = rng.choice(texts)
+        blocks = tasks.block_snippets(text)
+        if blocks:
+            start, rest = tasks.block_cut(tasks._drop_docstring(rng.choice(blocks)), rng)
+            out.append((path, start, rest))
+    return out
+
+
+def works(start: str, text: str) -> str | None:
+    """The completion cut at its block's end when it parses with the start, does not loop
+    and does something (the eval's three tests); None otherwise."""
+    code = cut_at_block_end(start + text)
+    comp = code[len(start):]
+    if not comp.strip() or not parses(code) or loops(comp) or trivial(comp):
+        return None
+    return comp
+
+
+def nearest(rest: str, candidates: list[str]) -> tuple[str, float] | None:
+    """The candidate most like the file's real rest of the block (difflib ratio), with
+    its ratio; None when there is none."""
+    best = None
+    for comp in dict.fromkeys(candidates):  # distinct, in order
+        r = difflib.SequenceMatcher(None, comp, rest, autojunk=False).ratio()
+        if best is None or r > best[1]:
+            best = (comp, r)
+    return best
+
+
+def complete_all(model, start: str, samples: int, temperature: float, top_p: float,
+                 seed: int, max_tokens: int = 96) -> list[str]:
+    """The greedy completion of a start, then `samples` sampled ones, each prompted and
+    healed as the server does (features/completion.py)."""
+    from ..features.completion import generate_text, healed_prompt, prompt_budget
+    from ..features.session import Session
+    from ..model.generation import GenerationConfig
+    from ..model.sampling import SamplingParams
+    from ..settings import Settings
+
+    n_ctx = model.engine.cfg.max_seq_len
+    max_tokens = min(max_tokens, n_ctx // 2)
+    ids, lead = healed_prompt(start, "", model.tokenizer,
+                              prompt_budget(Settings(max_tokens=max_tokens), n_ctx))
+    session = Session(model.new_cache(len(ids) + max_tokens))
+    out = []
+    for k in range(samples + 1):
+        sampling = (SamplingParams(temperature=0.0) if k == 0 else
+                    SamplingParams(temperature=temperature, top_p=top_p, seed=seed * 1000 + k))
+        out.append(generate_text(model, session, ids,
+                                 GenerationConfig(max_tokens=max_tokens, sampling=sampling),
+                                 lead=lead, stop_loops=True))
+    return out
+
+
+def _worker(job) -> list[dict]:
+    weights, cuts, samples, temperature, top_p, seed0 = job
+    import warnings
+
+    from .. import kernels
+    from ..model import CromwellVLJEPA
+
+    # generated code that parses can still draw SyntaxWarnings ("1abc"): not worth a line each
+    warnings.filterwarnings("ignore", category=SyntaxWarning)
+    kernels.set_threads(1)
+    model = CromwellVLJEPA.load(weights)
+    rows = []
+    for i, (path, start, rest) in enumerate(cuts):
+        texts = complete_all(model, start, samples, temperature, top_p, seed0 + i)
+        good = [(k, c) for k, t in enumerate(texts) if (c := works(start, t)) is not None]
+        ref = cut_at_block_end(start + rest)[len(start):]
+        best = nearest(ref, [c for _, c in good])
+        rows.append({"path": path, "start": start, "greedy_works": bool(good and good[0][0] == 0),
+                     "working": len(good), "completion": best[0] if best else None,
+                     "ratio": round(best[1], 3) if best else None})
+    return rows
+
+
+def build(weights: Path, corpus: Path, out: Path, n: int, samples: int = 6,
+          temperature: float = 0.8, top_p: float = 0.95, seed: int = 0, workers: int = 2,
+          log=print) -> dict:
+    """Complete n bare starts from corpus/train.jsonl; write the working completions to
+    `out` (JSON lines: path, start, completion, ratio) and return the counts."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from .corpus import read_jsonl
+
+    texts = [(r["path"], r["text"]) for r in read_jsonl(corpus / "train.jsonl")]
+    cuts = draw_cuts(texts, random.Random(seed), n)
+    workers = max(1, min(workers, len(cuts)))
+    size = -(-len(cuts) // workers) if cuts else 1
+    jobs = [(str(weights), cuts[i:i + size], samples, temperature, top_p, seed * 100003 + i)
+            for i in range(0, len(cuts), size)]
+    t0 = time.time()
+    rows: list[dict] = []
+    with ProcessPoolExecutor(len(jobs) or 1) as pool:
+        for part in pool.map(_worker, jobs):
+            rows += part
+    kept = [r for r in rows if r["completion"] is not None]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w") as f:
+        for r in kept:
+            f.write(json.dumps({k: r[k] for k in ("path", "start", "completion", "ratio")}) + "\n")
+    report = {"starts": len(rows), "greedy_works": sum(r["greedy_works"] for r in rows),
+              "some_sample_works": len(kept), "samples_per_start": samples + 1,
+              "working_completions": sum(r["working"] for r in rows),
+              "mean_ratio": round(sum(r["ratio"] for r in kept) / max(len(kept), 1), 3),
+              "minutes": round((time.time() - t0) / 60, 1), "out": str(out)}
+    log(f"[own] {json.dumps(report)}")
+    return report
+
+
+def load(path: Path, min_ratio: float = 0.0) -> list[tuple[str, str]]:
+    """(start, completion) pairs of a file `build` wrote, those at least min_ratio like
+    their file's real block."""
+    pairs = []
+    with open(path) as f:
+        for line in f:
+            r = json.loads(line)
+            if r["completion"] and r["ratio"] >= min_ratio:
+                pairs.append((r["start"], r["completion"]))
+    return pairs
+
+
+def own_example(start: str, completion: str) -> tasks.Example:
+    """The server's prompt for the start, then the working completion and the end of text,
+    as block_example lays out the file's real block."""
+    from ..model import prompts
+
+    return tasks.Example("own", prompts.fim_spm(start, "") + [("text", completion),
+                                                               ("special", "endoftext")])
