@@ -102,7 +102,7 @@ torch = pytest.importorskip("torch")
 def test_a_run_with_own_completions_trains_on_them_and_resumes_exactly(small_tokenizer,
                                                                       tmp_path):
     from cromwell_lsp.training.train import Trainer
-    from tests.test_training import _config, _quiet
+    from tests.test_training import _config, _quiet, _straight_and_resumed
 
     tok, _ = small_tokenizer
     data = tmp_path / "own.jsonl"
@@ -111,20 +111,13 @@ def test_a_run_with_own_completions_trains_on_them_and_resumes_exactly(small_tok
             f.write(json.dumps({"path": "stdlib/x.py", "start": f"def f{i}(a):\n    ",
                                 "completion": f"return a + {i}\n", "ratio": 0.1 * i}) + "\n")
     kw = dict(image_every=0, own_data=str(data), own_per_file=3, own_min_ratio=0.15)
-    straight = Trainer(_config(tmp_path / "a", tok, **kw), log=_quiet)
-    assert sorted(straight.stream.own) == [(f"def f{i}(a):\n    ", f"return a + {i}\n")
-                                           for i in (2, 3, 4)]
-    examples = straight.stream._examples()  # a file's examples end with three of them
+    trainer = Trainer(_config(tmp_path / "a", tok, **kw), log=_quiet)
+    assert sorted(trainer.stream.own) == [(f"def f{i}(a):\n    ", f"return a + {i}\n")
+                                          for i in (2, 3, 4)]
+    examples = trainer.stream._examples()  # a file's examples end with three of them
     assert [e.task for e in examples[-3:]] == ["own"] * 3
     assert "own" not in {e.task for e in examples[:-3]}
-    straight = Trainer(_config(tmp_path / "a2", tok, **kw), log=_quiet)
-    straight.run()
-    Trainer(_config(tmp_path / "b", tok, steps=3, **kw), log=_quiet).run()
-    resumed = Trainer(_config(tmp_path / "b", tok, **kw), log=_quiet)
-    resumed.run()
-    for (name, a), (_, b) in zip(straight.model.state_dict().items(),
-                                 resumed.model.state_dict().items()):
-        assert torch.equal(a, b), name
+    _straight_and_resumed(tmp_path / "run", tok, **kw)
     with pytest.raises(ValueError, match="no completions"):
         Trainer(_config(tmp_path / "c", tok, **{**kw, "own_min_ratio": 0.9}), log=_quiet)
 

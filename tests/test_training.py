@@ -28,17 +28,24 @@ def _quiet(*a):
     pass
 
 
-def test_resume_is_exact(small_tokenizer, tmp_path):
-    tok, _ = small_tokenizer
-    straight = Trainer(_config(tmp_path / "a", tok), log=_quiet)
+def _straight_and_resumed(tmp, tok, **kw):
+    """A 6-step run straight through (in tmp/a), and one stopped after 3 steps and resumed
+    (in tmp/b), which must end bit for bit where the first does; the first is returned."""
+    straight = Trainer(_config(tmp / "a", tok, **kw), log=_quiet)
     straight.run()
-    Trainer(_config(tmp_path / "b", tok, steps=3), log=_quiet).run()
-    resumed = Trainer(_config(tmp_path / "b", tok), log=_quiet)
+    Trainer(_config(tmp / "b", tok, **{**kw, "steps": 3}), log=_quiet).run()
+    resumed = Trainer(_config(tmp / "b", tok, **kw), log=_quiet)
     assert resumed.step == 3
     resumed.run()
     for (name, a), (_, b) in zip(straight.model.state_dict().items(),
                                  resumed.model.state_dict().items()):
         assert torch.equal(a, b), name
+    return straight
+
+
+def test_resume_is_exact(small_tokenizer, tmp_path):
+    tok, _ = small_tokenizer
+    _straight_and_resumed(tmp_path, tok)
     log = [json.loads(line) for line in open(tmp_path / "a" / "log.jsonl")]
     assert log[0]["note"] == "untrained" and "val_bpb_stdlib" in log[0]
     assert (tmp_path / "a" / "log.csv").exists()

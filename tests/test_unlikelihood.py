@@ -10,8 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from cromwell_lsp.training import unlikelihood as U  # noqa: E402
-from cromwell_lsp.training.train import Trainer  # noqa: E402
-from tests.test_training import _config, _quiet  # noqa: E402
+from tests.test_training import _straight_and_resumed  # noqa: E402
 
 # completions of bare starts by the step-27,729 model (docs/bench/eval-tiny-27729.json)
 LOOPS = [
@@ -156,14 +155,7 @@ def test_the_gradient_demotes_the_marked_tokens_and_only_them():
 def test_a_run_with_unlikelihood_steps_logs_them_and_resumes_exactly(small_tokenizer, tmp_path):
     tok, _ = small_tokenizer
     kw = dict(image_every=0, ul_every=2, ul_batch=3, ul_tokens=12)
-    straight = Trainer(_config(tmp_path / "a", tok, **kw), log=_quiet)
-    straight.run()
-    Trainer(_config(tmp_path / "b", tok, steps=3, **kw), log=_quiet).run()
-    resumed = Trainer(_config(tmp_path / "b", tok, **kw), log=_quiet)
-    resumed.run()
-    for (name, a), (_, b) in zip(straight.model.state_dict().items(),
-                                 resumed.model.state_dict().items()):
-        assert torch.equal(a, b), name
+    _straight_and_resumed(tmp_path, tok, **kw)
     rows = [json.loads(line) for line in open(tmp_path / "a" / "log.jsonl")]
     logged = [r for r in rows if "ul_marked" in r]
     # a 6-step model loops on nearly every start: the unlikelihood term is there and positive
