@@ -90,7 +90,7 @@ def test_own_example_is_laid_out_as_the_real_block_is():
         real = tasks.block_example("def f(a):\n    return a\n", rng)
         if real.segments[-2] == ("text", "return a\n"):
             break
-    own = O.own_example("def f(a):\n    ", "return a\n")
+    own = tasks.start_example("own", "def f(a):\n    ", "return a\n")
     assert own.task == "own" and real.task == "block"
     assert own.segments == real.segments == prompts.fim_spm("def f(a):\n    ", "") + [
         ("text", "return a\n"), ("special", "endoftext")]

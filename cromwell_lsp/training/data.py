@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..model import prompts
-from . import owncompletions, screenshots, tasks
+from . import screenshots, tasks
 
 TASK_WEIGHTS = {"file": 1.0, "explain": 0.35, "repair": 0.25}
 BLOCKS_PER_FILE = 6  # block examples (a bare start -> its whole block) drawn from each file
@@ -89,7 +89,7 @@ class TextStream:
         for _ in range(min(self.blocks_per_file, len(blocks))):
             ex.append(tasks.block_example(self.rng.choice(blocks), self.rng))
         for _ in range(self.own_per_file):
-            ex.append(owncompletions.own_example(*self.rng.choice(self.own)))
+            ex.append(tasks.start_example("own", *self.rng.choice(self.own)))
         return ex
 
     def next_row(self) -> tuple[np.ndarray, np.ndarray, list[str]]:

@@ -106,30 +106,50 @@ def trivial(completion: str) -> bool:
     return bool(code) and all(l in TRIVIAL for l in code)
 
 
-def completions(model, starts=STARTS, max_tokens: int = 96) -> list[dict]:
-    """Greedy completion of each start (SPM prompt, empty suffix), cut at its block's end;
-    the prompt budget is the server's for the model's context length."""
-    from ..features.completion import generate_text, healed_prompt, prompt_budget
-    from ..features.session import Session
-    from ..model.generation import GenerationConfig
-    from ..model.sampling import SamplingParams
+def judged(start: str, text: str) -> dict:
+    """A completion cut at its block's end (`completion`) and the eval's three tests on
+    it: does the start plus it parse, does it loop, does it do nothing."""
+    code = cut_at_block_end(start + text)
+    comp = code[len(start):]
+    return {"completion": comp, "parses": parses(code), "loops": loops(comp),
+            "trivial": trivial(comp)}
+
+
+def useful(judgement: dict) -> bool:
+    """Does a judged completion parse, not loop and do something?"""
+    return judgement["parses"] and not judgement["loops"] and not judgement["trivial"]
+
+
+def server_prompt(model, start: str, max_tokens: int) -> tuple[list[int], str, int]:
+    """(prompt ids, healed lead, max_tokens within half the context) for a bare start, as
+    the server's completion prompts it: SPM, empty suffix, the server's prompt budget."""
+    from ..features.completion import healed_prompt, prompt_budget
     from ..settings import Settings
 
     n_ctx = model.engine.cfg.max_seq_len
     max_tokens = min(max_tokens, n_ctx // 2)
-    budget = prompt_budget(Settings(max_tokens=max_tokens), n_ctx)
+    ids, lead = healed_prompt(start, "", model.tokenizer,
+                              prompt_budget(Settings(max_tokens=max_tokens), n_ctx))
+    return ids, lead, max_tokens
+
+
+def completions(model, starts=STARTS, max_tokens: int = 96) -> list[dict]:
+    """Greedy completion of each start (SPM prompt, empty suffix), cut at its block's end;
+    the prompt budget is the server's for the model's context length."""
+    from ..features.completion import generate_text
+    from ..features.session import Session
+    from ..model.generation import GenerationConfig
+    from ..model.sampling import SamplingParams
+
     out = []
     for start in starts:
-        ids, lead = healed_prompt(start, "", model.tokenizer, budget)
-        config = GenerationConfig(max_tokens=max_tokens, sampling=SamplingParams(temperature=0.0))
+        ids, lead, n = server_prompt(model, start, max_tokens)
+        config = GenerationConfig(max_tokens=n, sampling=SamplingParams(temperature=0.0))
         t0 = time.perf_counter()
-        text = generate_text(model, Session(model.new_cache(len(ids) + max_tokens)), ids, config,
+        text = generate_text(model, Session(model.new_cache(len(ids) + n)), ids, config,
                              lead=lead)
         ms = (time.perf_counter() - t0) * 1000
-        code = cut_at_block_end(start + text)
-        comp = code[len(start):]
-        out.append({"start": start, "completion": comp, "parses": parses(code),
-                    "loops": loops(comp), "trivial": trivial(comp), "ms": round(ms, 1)})
+        out.append({"start": start, **judged(start, text), "ms": round(ms, 1)})
     return out
 
 
@@ -361,8 +381,7 @@ def run(out: Path, weights: Path, corpus: Path, tokenizer: Path, eval_rows: int 
         report[f"{key}_parse_no_loop"] = (
             f"{sum(c['parses'] and not c['loops'] for c in comps)}/{len(comps)}")
         report[f"{key}_parse_no_loop_nontrivial"] = (
-            f"{sum(c['parses'] and not c['loops'] and not c['trivial'] for c in comps)}"
-            f"/{len(comps)}")
+            f"{sum(map(useful, comps))}/{len(comps)}")
     log("rest-of-line completions in held-out files")
     report["in_file_lines"] = in_file_lines(model, line_cases(corpus, n_lines))
     log("screenshot retrieval")

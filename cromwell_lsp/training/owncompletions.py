@@ -5,8 +5,8 @@ then takes the next cheapest one (a loop became a bare `return`, then an `isinst
 that returns; docs/MODEL.md).  These examples pull instead: for bare starts cut from
 training files as the server prompts them (SPM, empty suffix, token healing), the engine
 completes each greedily and by sampling; of the completions that, cut at their block's end,
-parse, do not loop and do something (evaluate.parses / loops / trivial), the one nearest the
-file's real block is kept.  Training on them (`run --own-data`, the task "own") raises
+parse, do not loop and do something (evaluate.judged), the one nearest the
+file's real block is kept.  Training on them (`run --own-data`, the task "own", laid out by tasks.start_example) raises
 completions the model already finds likely and that work, along its own path rather than
 only the file's (rejection-sampling fine-tuning, the self-training of expert iteration).
 
@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from . import tasks
-from .evaluate import cut_at_block_end, loops, parses, trivial
+from .evaluate import cut_at_block_end, judged, server_prompt, useful
 
 
 def draw_cuts(texts: list[tuple[str, str]], rng: random.Random, n: int,
@@ -43,12 +43,9 @@ def draw_cuts(texts: list[tuple[str, str]], rng: random.Random, n: int,
 
 def works(start: str, text: str) -> str | None:
     """The completion cut at its block's end when it parses with the start, does not loop
-    and does something (the eval's three tests); None otherwise."""
-    code = cut_at_block_end(start + text)
-    comp = code[len(start):]
-    if not comp.strip() or not parses(code) or loops(comp) or trivial(comp):
-        return None
-    return comp
+    and does something (the eval's three tests, evaluate.judged); None otherwise."""
+    j = judged(start, text)
+    return j["completion"] if useful(j) else None
 
 
 def nearest(rest: str, candidates: list[str]) -> tuple[str, float] | None:
@@ -65,17 +62,13 @@ def nearest(rest: str, candidates: list[str]) -> tuple[str, float] | None:
 def complete_all(model, start: str, samples: int, temperature: float, top_p: float,
                  seed: int, max_tokens: int = 96) -> list[str]:
     """The greedy completion of a start, then `samples` sampled ones, each prompted and
-    healed as the server does (features/completion.py)."""
-    from ..features.completion import generate_text, healed_prompt, prompt_budget
+    healed as the server does (evaluate.server_prompt), on one session."""
+    from ..features.completion import generate_text
     from ..features.session import Session
     from ..model.generation import GenerationConfig
     from ..model.sampling import SamplingParams
-    from ..settings import Settings
 
-    n_ctx = model.engine.cfg.max_seq_len
-    max_tokens = min(max_tokens, n_ctx // 2)
-    ids, lead = healed_prompt(start, "", model.tokenizer,
-                              prompt_budget(Settings(max_tokens=max_tokens), n_ctx))
+    ids, lead, max_tokens = server_prompt(model, start, max_tokens)
     session = Session(model.new_cache(len(ids) + max_tokens))
     out = []
     for k in range(samples + 1):
@@ -146,20 +139,7 @@ def build(weights: Path, corpus: Path, out: Path, n: int, samples: int = 6,
 
 def load(path: Path, min_ratio: float = 0.0) -> list[tuple[str, str]]:
     """(start, completion) pairs of a file `build` wrote, those at least min_ratio like
-    their file's real block."""
-    pairs = []
-    with open(path) as f:
-        for line in f:
-            r = json.loads(line)
-            if r["completion"] and r["ratio"] >= min_ratio:
-                pairs.append((r["start"], r["completion"]))
-    return pairs
+    their file's real block; train on them as tasks.start_example("own", ...)."""
+    from .corpus import read_jsonl
 
-
-def own_example(start: str, completion: str) -> tasks.Example:
-    """The server's prompt for the start, then the working completion and the end of text,
-    as block_example lays out the file's real block."""
-    from ..model import prompts
-
-    return tasks.Example("own", prompts.fim_spm(start, "") + [("text", completion),
-                                                               ("special", "endoftext")])
+    return [(r["start"], r["completion"]) for r in read_jsonl(path) if r["ratio"] >= min_ratio]

@@ -268,8 +268,14 @@ def block_example(code: str, rng: random.Random) -> Example:
     is completed as a whole block that stops."""
     if rng.random() >= BLOCK_KEEP_DOCSTRING:
         code = _drop_docstring(code)
-    start, rest = block_cut(code, rng)
-    return Example("block", prompts.fim_spm(start, "") + [("text", rest), ("special", "endoftext")])
+    return start_example("block", *block_cut(code, rng))
+
+
+def start_example(task: str, start: str, rest: str) -> Example:
+    """The server's prompt for a bare start (SPM, no suffix), then what completes it and
+    the end of text: the file's real block ("block") or the model's own working
+    completion ("own", owncompletions.py)."""
+    return Example(task, prompts.fim_spm(start, "") + [("text", rest), ("special", "endoftext")])
 
 
 # ---- token sequences ----------------------------------------------------------------
