@@ -207,6 +207,11 @@ def test_loss_falls_and_export_matches_the_twin(small_tokenizer, tmp_path):
     useful = sum(c["parses"] and not c["loops"] and not c["trivial"]
                  for c in ev["completions_heldout"])
     assert ev["completions_heldout_parse_no_loop_nontrivial"] == f"{useful}/{len(held)}"
+    wide = ev["completions_wide"]  # counts over many more held-out starts
+    assert wide["starts"] == len(evaluate.wide_starts(tok.path.parent / "corpus", 3000)) > 8
+    assert wide["useful"] + sum(wide["failures"].values()) == wide["starts"]
+    assert wide["useful"] <= wide["parse_no_loop"] <= wide["parse"] <= wide["starts"]
+    assert wide["parse_no_loop"] == wide["useful"] + wide["failures"]["trivial"]
     lines = ev["in_file_lines"]
     cases = evaluate.line_cases(tok.path.parent / "corpus", 400)
     assert lines["cases"] == len(cases) > 0 and 0 <= lines["exact"] <= lines["cases"]
@@ -265,9 +270,29 @@ def test_heldout_starts_are_block_headers_of_validation_files(small_tokenizer):
     blocks = [tasks._drop_docstring(b) for r in read_jsonl(corpus / "val.jsonl")
               for b in tasks.block_snippets(r["text"])]
     assert len(starts) >= 5
-    for s in starts:
+    wide = evaluate.wide_starts(corpus, 10_000)
+    assert wide == evaluate.wide_starts(corpus, 10_000)  # seeded
+    assert len(set(wide)) == len(wide) > len(starts)  # distinct, several per file
+    assert set(starts) <= set(wide)  # every block start, so the one-per-file ones too
+    assert evaluate.wide_starts(corpus, 7) == wide[:7]
+    for s in starts + wide:
         assert re.search(r":[^\n]*\n([ \t]*(#[^\n]*)?\n)*[ \t]+$", s), s
         assert any(b.startswith(s) and not b[len(s)].isspace() for b in blocks), s
+
+
+def test_failure_categories():
+    from cromwell_lsp.training.evaluate import FAILURES, failure, judged, tally
+    start = "def f(n):\n    "
+    cases = {"return n + 1\n": None, "return\n": "trivial", "return (n\n": "syntax",
+             "return g(g(g(g(g(g(g(g(g(g(g(g(n))))))))))))\n": "loop_parses",
+             "return g(g(g(g(g(g(g(g(g(g(g(g(n\n": "loop_noparse"}
+    comps = []
+    for text, want in cases.items():
+        comps.append(judged(start, text))
+        assert failure(comps[-1]) == want, text
+    t = tally(comps)
+    assert t == {"starts": 5, "parse": 3, "parse_no_loop": 2, "useful": 1,
+                 "failures": {f: 1 for f in FAILURES}}
 
 
 def test_block_cut_and_parse_check():

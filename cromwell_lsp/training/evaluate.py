@@ -120,6 +120,19 @@ def useful(judgement: dict) -> bool:
     return judgement["parses"] and not judgement["loops"] and not judgement["trivial"]
 
 
+FAILURES = ("loop_noparse", "loop_parses", "syntax", "trivial")
+
+
+def failure(judgement: dict) -> str | None:
+    """Why a judged completion is not useful (one of FAILURES), None when it is: it loops
+    and does not parse, loops and parses, does not parse otherwise, or does nothing."""
+    if useful(judgement):
+        return None
+    if judgement["loops"]:
+        return "loop_parses" if judgement["parses"] else "loop_noparse"
+    return "trivial" if judgement["parses"] else "syntax"
+
+
 def server_prompt(model, start: str, max_tokens: int) -> tuple[list[int], str, int]:
     """(prompt ids, healed lead, max_tokens within half the context) for a bare start, as
     the server's completion prompts it: SPM, empty suffix, the server's prompt budget."""
@@ -153,12 +166,20 @@ def completions(model, starts=STARTS, max_tokens: int = 96) -> list[dict]:
     return out
 
 
+def _val_starts(rec: dict) -> list[str]:
+    """Every bare start of a file: each block (function, class, loop, with, if, try), its
+    docstring dropped, cut after its header and the first body line's indentation."""
+    from . import tasks
+
+    return [b[:end] for b in map(tasks._drop_docstring, tasks.block_snippets(rec["text"]))
+            if (end := tasks.header_end(b)) is not None]
+
+
 def heldout_starts(corpus: Path, n: int, seed: int = 13) -> list[str]:
     """Up to n bare starts from held-out files, one per file in a seeded order: a block
     (function, class, loop, with, if, try) of the file, its docstring dropped, cut after
     its header and the first body line's indentation, as a developer who just opened the
     block has typed it.  Many more, and more varied, than STARTS and MORE_STARTS."""
-    from . import tasks
     from .corpus import read_jsonl
 
     rng = random.Random(seed)
@@ -166,13 +187,40 @@ def heldout_starts(corpus: Path, n: int, seed: int = 13) -> list[str]:
     rng.shuffle(recs)
     starts = []
     for rec in recs:
-        cuts = [b[:end] for b in map(tasks._drop_docstring, tasks.block_snippets(rec["text"]))
-                if (end := tasks.header_end(b)) is not None]
+        cuts = _val_starts(rec)
         if cuts:
             starts.append(rng.choice(cuts))
         if len(starts) == n:
             break
     return starts
+
+
+def wide_starts(corpus: Path, n: int, seed: int = 17) -> list[str]:
+    """Up to n distinct bare starts from held-out files, drawn from all of their blocks
+    (not one per file as heldout_starts) in a seeded order. 100 starts measure a share of
+    about 60% to +-5 points (one standard error), so two models a few points apart there
+    may be alike; 3,000 measure it to about +-1."""
+    from .corpus import read_jsonl
+
+    seen: set[str] = set()
+    starts = []
+    for rec in sorted(read_jsonl(corpus / "val.jsonl"), key=lambda r: r["path"]):
+        for s in _val_starts(rec):
+            if s not in seen:
+                seen.add(s)
+                starts.append(s)
+    random.Random(seed).shuffle(starts)
+    return starts[:n]
+
+
+def tally(comps: list[dict]) -> dict:
+    """Counts of judged completions: how many, useful, and each of FAILURES."""
+    counts = {"starts": len(comps), "parse": sum(c["parses"] for c in comps),
+              "parse_no_loop": sum(c["parses"] and not c["loops"] for c in comps),
+              "useful": sum(map(useful, comps))}
+    why = [failure(c) for c in comps]
+    counts["failures"] = {f: why.count(f) for f in FAILURES}
+    return counts
 
 
 def line_cases(corpus: Path, n: int, seed: int = 5) -> list[tuple[str, str, str]]:
@@ -329,7 +377,7 @@ class EngineAsTwin:
 
 def run(out: Path, weights: Path, corpus: Path, tokenizer: Path, eval_rows: int = 64,
         bpb_bytes: int = 200_000, n_snippets: int = 100, n_lines: int = 400, n_starts: int = 100,
-        log=print) -> dict:
+        n_wide: int = 3000, log=print) -> dict:
     """The whole report for the run in `out` (its checkpoint) and its exported `weights`,
     also written to out/eval.json."""
     import json
@@ -382,6 +430,10 @@ def run(out: Path, weights: Path, corpus: Path, tokenizer: Path, eval_rows: int 
             f"{sum(c['parses'] and not c['loops'] for c in comps)}/{len(comps)}")
         report[f"{key}_parse_no_loop_nontrivial"] = (
             f"{sum(map(useful, comps))}/{len(comps)}")
+    wide = wide_starts(corpus, n_wide)
+    log(f"completions of {len(wide)} held-out starts, all blocks")
+    # counts only: the completions themselves would swell the report
+    report["completions_wide"] = tally(completions(model, wide))
     log("rest-of-line completions in held-out files")
     report["in_file_lines"] = in_file_lines(model, line_cases(corpus, n_lines))
     log("screenshot retrieval")
