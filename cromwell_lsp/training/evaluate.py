@@ -425,11 +425,10 @@ def run(out: Path, weights: Path, corpus: Path, tokenizer: Path, eval_rows: int 
                         ("completions_heldout", heldout_starts(corpus, n_starts))):
         comps = completions(model, starts)
         report[key] = comps
-        report[f"{key}_parse"] = f"{sum(c['parses'] for c in comps)}/{len(comps)}"
-        report[f"{key}_parse_no_loop"] = (
-            f"{sum(c['parses'] and not c['loops'] for c in comps)}/{len(comps)}")
-        report[f"{key}_parse_no_loop_nontrivial"] = (
-            f"{sum(map(useful, comps))}/{len(comps)}")
+        t = tally(comps)
+        report[f"{key}_parse"] = f"{t['parse']}/{t['starts']}"
+        report[f"{key}_parse_no_loop"] = f"{t['parse_no_loop']}/{t['starts']}"
+        report[f"{key}_parse_no_loop_nontrivial"] = f"{t['useful']}/{t['starts']}"
     wide = wide_starts(corpus, n_wide)
     log(f"completions of {len(wide)} held-out starts, all blocks")
     # counts only: the completions themselves would swell the report
