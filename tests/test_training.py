@@ -303,6 +303,21 @@ def test_block_cut_and_parse_check():
     assert not parses(cut_at_block_end("for i in range(3):\nx = 1\n"))
 
 
+def test_block_cut_keeps_a_header_typed_over_several_lines():
+    """`):` or `)` at column 0 inside the typed header (a signature one parameter per line,
+    a decorator's argument list) does not end the block; the body after it is judged."""
+    from cromwell_lsp.training.evaluate import cut_at_block_end, judged
+    for start in ("def f(\n    a,\n    b,\n):\n    ",
+                  "@pytest.mark.parametrize(\n    'a', [1, 2],\n)\ndef test_a(a):\n    "):
+        text = start + "return a\n\n\nprint(1)\n"
+        assert cut_at_block_end(text, start) == start + "return a\n"
+        j = judged(start, "return a\n\nx = (\n")
+        assert (j["completion"], j["parses"], j["loops"], j["trivial"]) == \
+            ("return a\n", True, False, False)
+        # a body that never comes is still a syntax error, judged on the whole header
+        assert not judged(start, "\nx = 1\n")["parses"]
+
+
 def test_loop_check_flags_repetition_not_code():
     from cromwell_lsp.training.evaluate import loops
     assert loops('"""\n    """\n    """\n    """\n')  # parses, yet a loop

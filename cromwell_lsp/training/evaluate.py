@@ -65,12 +65,16 @@ MORE_STARTS = (
 )
 
 
-def cut_at_block_end(text: str) -> str:
+def cut_at_block_end(text: str, start: str = "") -> str:
     """The start plus its completion up to the end of the first top-level block: the first
-    non-blank line at column 0 after an indented line ends it; trailing blanks dropped."""
+    non-blank line at column 0 after an indented line ends it; trailing blanks dropped.
+    The start's own full lines are kept whole, never judged: a header the developer typed
+    over several lines (a decorator with an argument list, a signature split one parameter
+    per line and closed by `):` at column 0) is not the end of its block."""
     lines = text.split("\n")
-    kept, indented = [lines[0]], False
-    for line in lines[1:]:
+    head = max(1, start.count("\n")) if text.startswith(start) else 1
+    kept, indented = lines[:head], False
+    for line in lines[head:]:
         if line.strip() and not line[:1].isspace():
             if indented:
                 break
@@ -109,7 +113,7 @@ def trivial(completion: str) -> bool:
 def judged(start: str, text: str) -> dict:
     """A completion cut at its block's end (`completion`) and the eval's three tests on
     it: does the start plus it parse, does it loop, does it do nothing."""
-    code = cut_at_block_end(start + text)
+    code = cut_at_block_end(start + text, start)
     comp = code[len(start):]
     return {"completion": comp, "parses": parses(code), "loops": loops(comp),
             "trivial": trivial(comp)}

@@ -95,7 +95,7 @@ def _worker(job) -> list[dict]:
     for i, (path, start, rest) in enumerate(cuts):
         texts = complete_all(model, start, samples, temperature, top_p, seed0 + i)
         good = [(k, c) for k, t in enumerate(texts) if (c := works(start, t)) is not None]
-        ref = cut_at_block_end(start + rest)[len(start):]
+        ref = cut_at_block_end(start + rest, start)[len(start):]
         best = nearest(ref, [c for _, c in good])
         rows.append({"path": path, "start": start, "greedy_works": bool(good and good[0][0] == 0),
                      "working": len(good), "completion": best[0] if best else None,
