@@ -143,6 +143,17 @@ def _cmd_train(args) -> int:
         report = evaluate.run(Path(args.out), weights, Path(args.corpus), Path(args.tokenizer), log=log)
         print(json.dumps(report, indent=None if args.json else 2))
         return 0
+    if args.what == "starts":
+        from .training import evaluate
+
+        if not args.weights or not args.out.endswith(".json"):
+            raise ValueError("train starts needs --weights (the model that completes) and "
+                             "--out FILE.json (its completions)")
+        report = evaluate.starts_report(Path(args.weights), Path(args.corpus), Path(args.out),
+                                        args.starts or 10_000,
+                                        Path(args.against) if args.against else None)
+        print(json.dumps(report, indent=None if args.json else 2))
+        return 0
     if args.what == "import":
         from .training.export import import_weights
 
@@ -159,7 +170,7 @@ def _cmd_train(args) -> int:
             raise ValueError("train own needs --weights (the model that completes) and "
                              "--out FILE.jsonl")
         print(json.dumps(owncompletions.build(
-            Path(args.weights), Path(args.corpus), Path(args.out), args.starts, args.samples,
+            Path(args.weights), Path(args.corpus), Path(args.out), args.starts or 2000, args.samples,
             args.temperature, seed=args.seed or 0, workers=args.workers, log=log)))
         return 0
     if args.what == "align":
@@ -367,11 +378,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="build the corpus, the tokenizer, train and export")
     p.add_argument("what", choices=["corpus", "tokenizer", "run", "align", "metric", "export",
-                                    "eval", "all", "import", "own"],
+                                    "eval", "all", "import", "own", "starts"],
                    help="which step (all: every step in order, skipping finished ones; "
                         "import: an exported model -> OUT/ckpt.pt to train on from; "
                         "metric: set an aligned checkpoint's retrieval metric; "
-                        "own: the model's working completions of training starts, to train on)")
+                        "own: the model's working completions of training starts, to train on; "
+                        "starts: greedy completions of all held-out block starts, counted)")
     p.add_argument("--out", default=None,
                    help="corpus: a folder; tokenizer: a .json; run/export: the run folder")
     p.add_argument("--corpus", default="runs/corpus", help="corpus folder")
@@ -391,7 +403,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(f"--{knob.replace('_', '-')}", type=kind, default=None, help=f"run: {knob}")
     p.add_argument("--read-steps", type=int, default=None,
                    help="align: first steps that train reading alone, on strips of text")
-    p.add_argument("--starts", type=int, default=2000, help="own: bare starts to complete")
+    p.add_argument("--starts", type=int, default=None,
+                   help="own: bare starts to complete (default 2000); starts: held-out "
+                        "starts to complete at most (default 10000, all of them here)")
+    p.add_argument("--against", default=None,
+                   help="starts: another model's completions file, for paired counts")
     p.add_argument("--samples", type=int, default=6,
                    help="own: sampled completions of each start, beside the greedy one")
     p.add_argument("--temperature", type=float, default=0.8, help="own: sampling temperature")

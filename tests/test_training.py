@@ -445,3 +445,38 @@ def test_reading_strips_hold_text_at_window_rows(small_tokenizer):
 def test_a_completion_that_does_nothing_is_trivial(completion, expected):
     from cromwell_lsp.training import evaluate
     assert evaluate.trivial(completion) is expected
+
+
+def test_train_starts_completes_and_pairs_held_out_starts(small_tokenizer, tmp_path, capsys):
+    """`cromwell train starts`: the packaged model's greedy completions of the held-out
+    block starts, written out and counted; a second call against the first file pairs
+    them start by start (greedy on the same weights: nothing differs)."""
+    import json
+
+    from cromwell_lsp import cli
+    from cromwell_lsp.model import DEFAULT_WEIGHTS as weights
+    from cromwell_lsp.training import evaluate
+
+    tok, _ = small_tokenizer
+    corpus = tok.path.parent / "corpus"
+    first, second = tmp_path / "a.json", tmp_path / "b.json"
+    assert cli.main(["train", "starts", "--weights", str(weights), "--corpus", str(corpus),
+                     "--out", str(first), "--starts", "6", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    comps = json.loads(first.read_text())
+    assert [c["start"] for c in comps] == evaluate.wide_starts(corpus, 6)
+    assert report["all"] == evaluate.tally(comps) and report["all"]["starts"] == 6
+    assert report["first_3000"] == report["all"]
+    assert cli.main(["train", "starts", "--weights", str(weights), "--corpus", str(corpus),
+                     "--out", str(second), "--starts", "6", "--against", str(first),
+                     "--json"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert [c["completion"] for c in json.loads(second.read_text())] == \
+        [c["completion"] for c in comps]
+    assert again["paired"]["useful_only_this"] == again["paired"]["useful_only_other"] == 0
+    # other starts cannot be paired; a missing --out file name is a clear error
+    assert cli.main(["train", "starts", "--weights", str(weights), "--corpus", str(corpus),
+                     "--out", str(second), "--starts", "5", "--against", str(first)]) == 2
+    assert "same starts" in capsys.readouterr().err
+    assert cli.main(["train", "starts", "--weights", str(weights), "--corpus", str(corpus)]) == 2
+    assert "--out FILE.json" in capsys.readouterr().err

@@ -227,6 +227,39 @@ def tally(comps: list[dict]) -> dict:
     return counts
 
 
+def paired(comps: list[dict], other: list[dict]) -> dict:
+    """Start by start, how many completions are useful only in `comps` and only in
+    `other` (the same starts, in the same order), and McNemar's z of the difference."""
+    if [c["start"] for c in comps] != [c["start"] for c in other]:
+        raise ValueError("paired counts need the same starts in the same order "
+                         "(both from `cromwell train starts` with the same --starts)")
+    a = sum(useful(x) and not useful(y) for x, y in zip(comps, other))
+    b = sum(useful(y) and not useful(x) for x, y in zip(comps, other))
+    return {"useful_only_this": a, "useful_only_other": b,
+            "mcnemar_z": round((a - b) / (a + b) ** 0.5, 2) if a + b else 0.0}
+
+
+def starts_report(weights: Path, corpus: Path, out: Path, n: int = 10_000,
+                  against: Path | None = None) -> dict:
+    """Greedy completions of up to n held-out block starts (wide_starts: all of them when n
+    is large enough), judged; the completions written to `out` (JSON) and tallied, in all
+    and over the first 3,000 (what `train eval` counts as completions_wide).  `against`:
+    another model's `out` file over the same starts, for paired counts."""
+    import json
+
+    from ..model import CromwellVLJEPA
+
+    t0 = time.time()
+    comps = completions(CromwellVLJEPA.load(weights), wide_starts(corpus, n))
+    out.write_text(json.dumps(comps))
+    report = {"weights": str(weights), "all": tally(comps), "first_3000": tally(comps[:3000]),
+              "seconds": round(time.time() - t0, 1)}
+    if against is not None:
+        report["paired"] = {"against": str(against),
+                            **paired(comps, json.loads(against.read_text()))}
+    return report
+
+
 def line_cases(corpus: Path, n: int, seed: int = 5) -> list[tuple[str, str, str]]:
     """(prefix, suffix, rest of line) for up to n held-out files, one each: a line of 8 or
     more characters of code (past the file's first 5), the cursor 3 characters into its
