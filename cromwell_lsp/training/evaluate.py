@@ -70,9 +70,10 @@ def cut_at_block_end(text: str, start: str = "") -> str:
     non-blank line at column 0 after an indented line ends it; trailing blanks dropped.
     The start's own full lines are kept whole, never judged: a header the developer typed
     over several lines (a decorator with an argument list, a signature split one parameter
-    per line and closed by `):` at column 0) is not the end of its block."""
+    per line and closed by `):` at column 0) is not the end of its block.  `text` begins
+    with `start`."""
     lines = text.split("\n")
-    head = max(1, start.count("\n")) if text.startswith(start) else 1
+    head = max(1, start.count("\n"))
     kept, indented = lines[:head], False
     for line in lines[head:]:
         if line.strip() and not line[:1].isspace():
