@@ -27,9 +27,26 @@ from cromwell_lsp.training.corpus import read_jsonl
     ("def f(x):\n    ", "pass\n", None),
     # nothing at all
     ("def f(x):\n    ", "\n\n", None),
+    # parses, but lays out a bracket as no formatter would: what rounds 1-4 kept more of
+    ("def ", "__init__(self,\n):\n    self.x = 1\n", None),
+    ("def ", "__init__(\n    self,\n):\n    self.x = 1\n",
+     "__init__(\n    self,\n):\n    self.x = 1\n"),
 ])
 def test_works_is_the_evals_three_tests_on_the_cut_completion(start, text, kept):
     assert O.works(start, text) == kept
+
+
+def test_load_drops_misaligned_rows_written_before_works_refused_them(tmp_path):
+    rows = [{"path": "a.py", "start": "def ", "completion": "f(self,\n):\n    return 1\n",
+             "ratio": 0.5},
+            {"path": "a.py", "start": "def ", "completion": "f(self):\n    return 1\n",
+             "ratio": 0.5},
+            {"path": "a.py", "start": "def ", "completion": "g(self):\n    return 2\n",
+             "ratio": 0.1}]
+    path = tmp_path / "own.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert O.load(path) == [("def ", "f(self):\n    return 1\n"), ("def ", "g(self):\n    return 2\n")]
+    assert O.load(path, min_ratio=0.2) == [("def ", "f(self):\n    return 1\n")]
 
 
 def test_nearest_keeps_the_completion_most_like_the_real_block():

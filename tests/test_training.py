@@ -285,13 +285,14 @@ def test_failure_categories():
     start = "def f(n):\n    "
     cases = {"return n + 1\n": None, "return\n": "trivial", "return (n\n": "syntax",
              "return g(g(g(g(g(g(g(g(g(g(g(g(n))))))))))))\n": "loop_parses",
-             "return g(g(g(g(g(g(g(g(g(g(g(g(n\n": "loop_noparse"}
+             "return g(g(g(g(g(g(g(g(g(g(g(g(n\n": "loop_noparse",
+             "return g(n,\n    )\n": "misaligned"}
     comps = []
     for text, want in cases.items():
         comps.append(judged(start, text))
         assert failure(comps[-1]) == want, text
     t = tally(comps)
-    assert t == {"starts": 5, "parse": 3, "parse_no_loop": 2, "useful": 1,
+    assert t == {"starts": 6, "parse": 4, "parse_no_loop": 3, "useful": 1,
                  "failures": {f: 1 for f in FAILURES}}
 
 
@@ -316,6 +317,68 @@ def test_block_cut_keeps_a_header_typed_over_several_lines():
             ("return a\n", True, False, False)
         # a body that never comes is still a syntax error, judged on the whole header
         assert not judged(start, "\nx = 1\n")["parses"]
+
+
+@pytest.mark.parametrize("code, lines", [
+    # a closer back at its opener's line, the opener not ending that line: no formatter
+    ("def __init__(self,\n):\n    pass\n", ["):"]),
+    ("class A:\n    def f(self,\n):\n        pass\n", ["):"]),
+    ("class A:\n    def f(self, a,\n    ):\n        pass\n", ["    ):"]),
+    # a continuation no deeper than the line that opened its bracket
+    ("def f(self,\nx):\n    pass\n", ["x):"]),
+    ("d = {'a': (1,\n2)}\n", ["2)}"]),
+    ("f(a,\n  b,\nc)\n", ["c)"]),
+    # what formatters and PEP 8 write
+    ("def f(\n    self,\n):\n    pass\n", []),
+    ("x = foo(a,\n        b)\n", []),
+    ("x = [\n    1,\n]\ny = [\n    1,\n    ]\n", []),
+    ("foo(bar(\n    x\n))\n", []),
+    ("f(a,  # a comment\n  b)\nd = {\n}\n", []),
+    ("if (a and\n        b):\n    pass\n", []),
+    # strings and comments are not code: a line inside a string is never judged
+    ("s = f('''\n(\nx''')\n", []),
+    ("x = ('#', \"(\",\n     1)  # )\n", []),
+    ("f(1)\n# (\nx = 1\n", []),
+])
+def test_misaligned_lines_are_brackets_laid_out_as_no_formatter_would(code, lines):
+    from cromwell_lsp.training.evaluate import misaligned_spans
+    spans = misaligned_spans(code)
+    assert [code[a + 1:].split("\n")[0] for a, _ in spans] == lines
+    for a, b in spans:  # from the line break before the line through its first character
+        assert code[a] == "\n" and code[b - 1].strip()
+
+
+def test_misaligned_is_judged_in_the_completion_and_is_not_useful():
+    """A start the developer typed is never held against the completion; a completion
+    judged before the flag existed is judged on it from its start and completion."""
+    from cromwell_lsp.training.evaluate import judged, misaligned_after, tally
+    assert misaligned_after("def ", "f(self,\n):\n    return 1\n")
+    assert not misaligned_after("class A:\n    def f(self,\n):\n        ", "return 1\n")
+    bad = judged("def ", "f(self,\n):\n    return 1\n")
+    good = judged("def ", "f(self):\n    return 1\n")
+    assert bad["misaligned"] and bad["parses"] and not good["misaligned"]
+    comps = [{**bad, "start": "def "}, {**good, "start": "def "}]
+    for c in comps:
+        del c["misaligned"]
+    t = tally(comps)
+    assert (t["parse"], t["useful"], t["failures"]["misaligned"]) == (2, 1, 1)
+
+
+def test_block_cut_goes_on_inside_brackets_and_strings():
+    """Lines that begin inside a bracket or a string continue their statement, as they do
+    for Python: a signature the completion writes one parameter per line, closed by `):`
+    at column 0, or a docstring line at column 0, does not end the block."""
+    from cromwell_lsp.training.evaluate import cut_at_block_end, judged
+    start = "def "
+    text = "f(\n    a,\n    b,\n):\n    return a\n\n\nprint(1)\n"
+    assert cut_at_block_end(start + text, start) == start + "f(\n    a,\n    b,\n):\n    return a\n"
+    assert judged(start, text)["parses"]
+    start = "def f():\n    "
+    text = '"""Doc.\n\nat column 0\n"""\n    return (1,\n2)\nprint(2)\n'
+    assert cut_at_block_end(start + text, start) == start + text[:-len("print(2)\n")]
+    # an unclosed bracket never lets the block end: what follows is judged with it
+    j = judged("def f():\n    ", "return g(1,\n\nx = 1\n")
+    assert j["completion"] == "return g(1,\n\nx = 1\n" and not j["parses"]
 
 
 def test_loop_check_flags_repetition_not_code():

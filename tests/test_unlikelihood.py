@@ -95,6 +95,10 @@ TRIVIAL = [  # (start, completion, stopped) -> the marked statement, or None
     ("def f(n):\n    ", "return\n    x = 1\n", True, None),  # not its only statement
     ("def f(n):\n    ", "return", False, None),  # the token limit cut it: not yet closed
     ("def f(", "n):\n    return\n", True, None),  # inside the header's first line
+    # a statement going on inside a bracket is one statement, its lines at column 0 no end
+    ("def f(n):\n    ", "return (\nNone)\n", True, None),
+    ("def f(n):\n    ", "x = [\n]\n    return\n", True, None),
+    ("class A:\n    ", 'pass\n    """\ncolumn 0\n"""\n', True, None),
 ]
 
 
@@ -103,6 +107,20 @@ def test_a_body_of_only_return_or_pass_is_marked_outside_an_if(start, completion
                                                                   statement):
     span = U.trivial_body(start, completion, stopped)
     assert (completion[span[0]:span[1]] if span else None) == statement
+
+
+def test_a_misaligned_bracket_line_is_marked_from_its_line_break():
+    """`def __init__(self,` then `):` at the def's column: the line break that chose the
+    column and the closer are marked, in the completion's offsets; a line the start holds
+    never is, and a formatter's layout is not marked."""
+    start = "class A:\n    "
+    comp = "def __init__(self,\n    ):\n        self.x = 1\n"
+    (a, b), = U.misaligned_in(start, comp)
+    assert comp[a:b] == "\n    )"
+    (a2, b2), = U.misaligned_in(start, comp, offset=3)
+    assert (a2, b2) == (a + 3, b + 3)
+    assert U.misaligned_in("class A:\n    def f(self,\n    ):\n        ", "return 1\n") == []
+    assert U.misaligned_in(start, "def __init__(\n        self,\n    ):\n        pass\n") == []
 
 
 def test_marked_tokens_are_those_overlapping_a_repeat():

@@ -70,13 +70,17 @@ def cut_at_block_end(text: str, start: str = "") -> str:
     non-blank line at column 0 after an indented line ends it; trailing blanks dropped.
     The start's own full lines are kept whole, never judged: a header the developer typed
     over several lines (a decorator with an argument list, a signature split one parameter
-    per line and closed by `):` at column 0) is not the end of its block.  `text` begins
-    with `start`."""
+    per line and closed by `):` at column 0) is not the end of its block.  After them, a
+    line that begins inside a bracket or a string goes on with what came before, as it
+    does for Python: a signature the completion writes that way, or a docstring's line at
+    column 0, does not end the block either.  `text` begins with `start`."""
     lines = text.split("\n")
     head = max(1, start.count("\n"))
     kept, indented = lines[:head], False
-    for line in lines[head:]:
-        if line.strip() and not line[:1].isspace():
+    for line, (_, _, _, in_string, top) in list(zip(lines, code_lines(text)))[head:]:
+        if in_string or top is not None:
+            pass  # goes on inside a string or a bracket: neither a body nor its end
+        elif line.strip() and not line[:1].isspace():
             if indented:
                 break
         elif line.strip():
@@ -98,6 +102,93 @@ def loops(code: str) -> bool:
     return bool(_LOOP.search(code))
 
 
+_CLOSERS = ")]}"
+
+
+def _hanging(code: str, pos: int) -> bool:
+    """Is the bracket at code[pos] the last thing on its line (comments aside)?"""
+    end = code.find("\n", pos)
+    return not code[pos + 1:end if end >= 0 else len(code)].split("#")[0].strip()
+
+
+def code_lines(code: str):
+    """For each line of the code: (offset of its line break, or -1 for the first line,
+    offset of its first non-blank character, its indentation, whether it begins inside
+    a string, the innermost bracket open at its start as (offset, indentation of that
+    bracket's line) or None).  Strings and comments are skipped as Python's tokenizer
+    skips them (string prefixes aside, which change nothing here)."""
+    stack: list[tuple[int, int]] = []
+    quote, i, n = None, 0, len(code)
+    line_start, indent = True, 0
+    while i < n or line_start:
+        if line_start:
+            line_start = False
+            j = i
+            while j < n and code[j] in " \t":
+                j += 1
+            indent = len(code[i:j].expandtabs(8))
+            yield i - 1, j, indent, quote is not None, (stack[-1] if stack else None)
+            if i >= n:
+                return
+        c = code[i]
+        if quote:
+            if c == "\\":
+                line_start = code.startswith("\n", i + 1)  # a line break the string goes on over
+                i += 2
+                continue
+            if code.startswith(quote, i):
+                i += len(quote)
+                quote = None
+                continue
+            if c == "\n":
+                quote = None if len(quote) == 1 else quote
+                line_start = True
+            i += 1
+            continue
+        if c == "#":
+            j = code.find("\n", i)
+            i = n if j < 0 else j
+            continue
+        if c in "'\"":
+            quote = code[i:i + 3] if code[i:i + 3] in ('"""', "\'\'\'") else c
+            i += len(quote)
+            continue
+        if c in "([{":
+            stack.append((i, indent))
+        elif c in _CLOSERS and stack:
+            stack.pop()
+        elif c == "\n":
+            line_start = True
+        i += 1
+
+
+def misaligned_spans(code: str) -> list[tuple[int, int]]:
+    """Lines inside open brackets laid out as no formatter or style guide lays them out,
+    each as the span from the line break before it through its first character: a line
+    that goes on inside a bracket indented no deeper than the line that opened it
+    (`def f(self,` / `x):`), or a closing bracket back at that line's indentation when the
+    bracket did not end its line (`def __init__(self,` / `):`, where black writes
+    `def f(` / `    self,` / `):`).  Such code parses, but a developer would not keep
+    it; a small model trained on its own completions that merely parse learnt the second
+    one (docs/MODEL.md).  Strings and comments are skipped; a line that begins inside a
+    string is never judged."""
+    spans = []
+    for brk, j, indent, in_string, top in code_lines(code):
+        if top is None or in_string or j >= len(code) or code[j] in "\n#":
+            continue
+        pos, base = top
+        if not (indent > base or (code[j] in _CLOSERS and indent == base
+                                  and _hanging(code, pos))):
+            spans.append((max(brk, 0), j + 1))
+    return spans
+
+
+def misaligned_after(start: str, completion: str) -> bool:
+    """Does the completion (not the start the developer typed) have a line
+    misaligned_spans finds in start + completion?"""
+    return any(b > len(start) for _, b in misaligned_spans(start + completion))
+
+
 # statements that do nothing: a body of only these parses and never loops, and helps nobody
 TRIVIAL = frozenset({"return", "return None", "pass", "..."})
 
@@ -117,25 +208,35 @@ def judged(start: str, text: str) -> dict:
     code = cut_at_block_end(start + text, start)
     comp = code[len(start):]
     return {"completion": comp, "parses": parses(code), "loops": loops(comp),
-            "trivial": trivial(comp)}
+            "trivial": trivial(comp), "misaligned": misaligned_after(start, comp)}
 
 
 def useful(judgement: dict) -> bool:
-    """Does a judged completion parse, not loop and do something?"""
-    return judgement["parses"] and not judgement["loops"] and not judgement["trivial"]
+    """Does a judged completion parse, not loop, do something, and lay out its brackets
+    as a formatter would?  (Judgements written before the last test existed are judged
+    on it from their start and completion.)"""
+    return (judgement["parses"] and not judgement["loops"] and not judgement["trivial"]
+            and not _misaligned(judgement))
 
 
-FAILURES = ("loop_noparse", "loop_parses", "syntax", "trivial")
+def _misaligned(j: dict) -> bool:
+    return j["misaligned"] if "misaligned" in j else misaligned_after(j["start"], j["completion"])
+
+
+FAILURES = ("loop_noparse", "loop_parses", "syntax", "trivial", "misaligned")
 
 
 def failure(judgement: dict) -> str | None:
     """Why a judged completion is not useful (one of FAILURES), None when it is: it loops
-    and does not parse, loops and parses, does not parse otherwise, or does nothing."""
+    and does not parse, loops and parses, does not parse otherwise, does nothing, or
+    lays out a bracket as no formatter would."""
     if useful(judgement):
         return None
     if judgement["loops"]:
         return "loop_parses" if judgement["parses"] else "loop_noparse"
-    return "trivial" if judgement["parses"] else "syntax"
+    if not judgement["parses"]:
+        return "syntax"
+    return "trivial" if judgement["trivial"] else "misaligned"
 
 
 def server_prompt(model, start: str, max_tokens: int) -> tuple[list[int], str, int]:

@@ -6,7 +6,8 @@ remove them (docs/MODEL.md), because the LM loss never sees the model's own outp
 These steps do: the twin completes bare starts drawn from the training files as the
 server prompts them (SPM prompt, empty suffix, token healing; greedy), the tokens where
 the completion fails are marked (a line it already wrote, a short piece it has written
-three times in a row, a block closed with no statement or with only `return`), and a
+three times in a row, a block closed with no statement or with only `return`, a line
+inside brackets indented as no formatter would), and a
 margin loss on each marked token
 lowers it below the best other token at that point, leaving every unmarked token alone
 (sequence-level unlikelihood training, Welleck et al. 2019, with a bounded loss in place
@@ -23,7 +24,7 @@ import torch.nn.functional as F
 
 from ..model import prompts
 from ..model.healing import LeadConstraint, heal_prompt
-from .evaluate import TRIVIAL
+from .evaluate import TRIVIAL, code_lines, misaligned_spans
 from .owncompletions import draw_cuts
 
 # lines that real code does write twice in a few lines: not a loop
@@ -69,20 +70,23 @@ def repeat_spans(text: str) -> list[tuple[int, int]]:
 def _body(start: str, completion: str):
     """The body the start opens, as the completion wrote it: (its statement lines as
     (text, start, end) offsets in `completion`, the offset in `completion` of the first
-    line back at column 0, which ends the block, or None when it has not ended).  None
+    line back at column 0, which ends the block, or None when it has not ended; lines
+    inside a bracket or a string go on with their statement, as evaluate.cut_at_block_end
+    has them).  None
     when the start's last line is not a body's bare indentation (a point in a header)."""
     line_start = start.rfind("\n") + 1
     if line_start == 0 or start[line_start:].strip() or not start[line_start:]:
         return None
-    statements, pos = [], line_start - len(start)
-    for line in (start[line_start:] + completion).split("\n"):
-        s = line.strip()
-        if s and not line[:1].isspace():
-            return statements, pos
+    text, statements = start + completion, []
+    for brk, j, _, in_string, top in code_lines(text):
+        if brk + 1 < line_start or in_string or top is not None:
+            continue  # the header, or a line going on inside a string or a bracket
+        end = text.find("\n", j)
+        s = text[j:end if end >= 0 else len(text)].strip()
+        if s and j == brk + 1:
+            return statements, j - len(start)
         if s and not s.startswith("#"):
-            a = pos + len(line) - len(line.lstrip())
-            statements.append((s, max(a, 0), a + len(s)))
-        pos += len(line) + 1
+            statements.append((s, max(j - len(start), 0), j - len(start) + len(s)))
     return statements, None
 
 
@@ -124,6 +128,16 @@ def trivial_body(start: str, completion: str, stopped: bool) -> tuple[int, int] 
         return None
     statement, a, b = body[0][0]
     return (a, b) if statement in DO_NOTHING else None
+
+
+def misaligned_in(start: str, completion: str, offset: int = 0) -> list[tuple[int, int]]:
+    """The spans of evaluate.misaligned_spans that fall in the completion (a line break
+    and the misaligned line's first character: `def __init__(self,` then `):` at the
+    def's column, which parses and which the own-completion rounds had taught), as
+    offsets in the completion plus `offset`."""
+    n = len(start)
+    return [(max(a - n, 0) + offset, b - n + offset)
+            for a, b in misaligned_spans(start + completion) if b > n]
 
 
 def marked_tokens(pieces: list[str], spans: list[tuple[int, int]]) -> list[bool]:
@@ -184,7 +198,7 @@ def greedy(model, prompt_ids: list[list[int]], n_tokens: int, stop: int, constra
 def unlikelihood_batch(model, tok, texts, rng: random.Random, n: int, n_tokens: int):
     """Complete n bare starts greedily, prompted as the server prompts them (SPM, empty
     suffix, token healing), and mark the failing tokens (repeat_spans, empty_body_end,
-    trivial_body):
+    trivial_body, misaligned_in):
     (ids [B, T], marks [B, T] float, 1 where the token at t fails, so the loss applies to
     the prediction at t - 1, the share of generated tokens marked), or (None, None, 0.0)
     when no completion failed."""
@@ -211,6 +225,7 @@ def unlikelihood_batch(model, tok, texts, rng: random.Random, n: int, n_tokens: 
                 end = rule(starts[i], text[len(lead):], stopped)
                 if end is not None:
                     spans.append((end[0] + len(lead), end[1] + len(lead)))
+            spans += misaligned_in(starts[i], text[len(lead):], len(lead))
         # the stop token, one place past the text, is marked when a span covers that place
         flags = marked_tokens(pieces + ["\0"] if stopped else pieces, spans)
         for j, f in enumerate(flags):
