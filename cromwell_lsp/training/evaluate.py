@@ -150,7 +150,7 @@ def code_lines(code: str):
             i = n if j < 0 else j
             continue
         if c in "'\"":
-            quote = code[i:i + 3] if code[i:i + 3] in ('"""', "\'\'\'") else c
+            quote = code[i:i + 3] if code[i:i + 3] in ('"""', "'''") else c
             i += len(quote)
             continue
         if c in "([{":

@@ -7,8 +7,7 @@ These steps do: the twin completes bare starts drawn from the training files as 
 server prompts them (SPM prompt, empty suffix, token healing; greedy), the tokens where
 the completion fails are marked (a line it already wrote, a short piece it has written
 three times in a row, a block closed with no statement or with only `return`, a line
-inside brackets indented as no formatter would), and a
-margin loss on each marked token
+inside brackets indented as no formatter would), and a margin loss on each marked token
 lowers it below the best other token at that point, leaving every unmarked token alone
 (sequence-level unlikelihood training, Welleck et al. 2019, with a bounded loss in place
 of -log(1 - p); see unlikelihood_loss).  The LM loss of the same step keeps the rest of
@@ -72,8 +71,8 @@ def _body(start: str, completion: str):
     (text, start, end) offsets in `completion`, the offset in `completion` of the first
     line back at column 0, which ends the block, or None when it has not ended; lines
     inside a bracket or a string go on with their statement, as evaluate.cut_at_block_end
-    has them).  None
-    when the start's last line is not a body's bare indentation (a point in a header)."""
+    has them).  None when the start's last line is not a body's bare indentation (a point
+    in a header)."""
     line_start = start.rfind("\n") + 1
     if line_start == 0 or start[line_start:].strip() or not start[line_start:]:
         return None
