@@ -120,23 +120,29 @@ def trim_suffix_overlap(completion: str, suffix: str) -> str:
     return completion
 
 
-def _scan(text: str, stack: list[str], state: dict) -> int | None:
-    """Update a bracket stack over text, skipping strings and comments; returns the
-    index of the first closer with no opener, or None."""
+def code_chars(text: str, state: dict):
+    """(index, character) for each character of text outside strings and comments, and
+    for each line break, inside a string too (state["quote"] then names the string that
+    goes on over it).  state["quote"] carries a string still open from one call to the
+    next; a one-quote string ends at its line."""
     i, n = 0, len(text)
     while i < n:
         c = text[i]
         quote = state.get("quote")
         if quote:
             if c == "\\":
+                if text.startswith("\n", i + 1):
+                    yield i + 1, "\n"
                 i += 2
                 continue
             if text.startswith(quote, i):
                 state["quote"] = None
                 i += len(quote)
                 continue
-            if c == "\n" and len(quote) == 1:
-                state["quote"] = None
+            if c == "\n":
+                if len(quote) == 1:
+                    state["quote"] = None
+                yield i, c
             i += 1
             continue
         if c == "#":
@@ -148,13 +154,20 @@ def _scan(text: str, stack: list[str], state: dict) -> int | None:
             state["quote"] = triple if triple in ('"""', "'''") else c
             i += len(state["quote"])
             continue
+        yield i, c
+        i += 1
+
+
+def _scan(text: str, stack: list[str], state: dict) -> int | None:
+    """Update a bracket stack over text, skipping strings and comments; returns the
+    index of the first closer with no opener, or None."""
+    for i, c in code_chars(text, state):
         if c in _OPENERS:
             stack.append(c)
         elif c in _PAIRS:
             if not stack or stack[-1] != _PAIRS[c]:
                 return i
             stack.pop()
-        i += 1
     return None
 
 

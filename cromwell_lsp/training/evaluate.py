@@ -115,51 +115,30 @@ def code_lines(code: str):
     """For each line of the code: (offset of its line break, or -1 for the first line,
     offset of its first non-blank character, its indentation, whether it begins inside
     a string, the innermost bracket open at its start as (offset, indentation of that
-    bracket's line) or None).  Strings and comments are skipped as Python's tokenizer
-    skips them (string prefixes aside, which change nothing here)."""
+    bracket's line) or None).  Strings and comments are skipped as the server's bracket
+    balancing skips them (postprocess.code_chars)."""
+    from ..features.postprocess import code_chars
+
     stack: list[tuple[int, int]] = []
-    quote, i, n = None, 0, len(code)
-    line_start, indent = True, 0
-    while i < n or line_start:
-        if line_start:
-            line_start = False
-            j = i
-            while j < n and code[j] in " \t":
-                j += 1
-            indent = len(code[i:j].expandtabs(8))
-            yield i - 1, j, indent, quote is not None, (stack[-1] if stack else None)
-            if i >= n:
-                return
-        c = code[i]
-        if quote:
-            if c == "\\":
-                line_start = code.startswith("\n", i + 1)  # a line break the string goes on over
-                i += 2
-                continue
-            if code.startswith(quote, i):
-                i += len(quote)
-                quote = None
-                continue
-            if c == "\n":
-                quote = None if len(quote) == 1 else quote
-                line_start = True
-            i += 1
-            continue
-        if c == "#":
-            j = code.find("\n", i)
-            i = n if j < 0 else j
-            continue
-        if c in "'\"":
-            quote = code[i:i + 3] if code[i:i + 3] in ('"""', "'''") else c
-            i += len(quote)
-            continue
+    state: dict = {}
+
+    def line(brk: int):
+        j = brk + 1
+        while j < len(code) and code[j] in " \t":
+            j += 1
+        return (brk, j, len(code[brk + 1:j].expandtabs(8)), state.get("quote") is not None,
+                stack[-1] if stack else None)
+
+    current = line(-1)
+    yield current
+    for i, c in code_chars(code, state):
         if c in "([{":
-            stack.append((i, indent))
+            stack.append((i, current[2]))
         elif c in _CLOSERS and stack:
             stack.pop()
         elif c == "\n":
-            line_start = True
-        i += 1
+            current = line(i)
+            yield current
 
 
 def misaligned_spans(code: str) -> list[tuple[int, int]]:
