@@ -1,7 +1,8 @@
 """Completion post-processing: what the editor would insert for typical model outputs."""
 import pytest
 
-from cromwell_lsp.features.postprocess import balance_brackets, cut_repetition, finish, mode
+from cromwell_lsp.features.postprocess import (balance_brackets, continued, cut_repetition,
+                                               finish, mode)
 
 
 def test_mode():
@@ -53,6 +54,36 @@ def test_line_endings_and_no_trailing_space():
     prefix = "def f():\r\n    "
     out = finish("a = 1   \n    return a\n", prefix, "\r\n", "\r\n")
     assert out == "a = 1\r\n    return a"
+
+
+def test_a_docstring_blank_line_does_not_end_a_module_level_block():
+    raw = ('def add(a, b):\n    """Add two numbers.\n\n    Returns their sum.\n    """\n'
+           '    return a + b\n\n\ndef other():\n    pass\n')
+    assert finish(raw, "", "") == (
+        'def add(a, b):\n    """Add two numbers.\n\n    Returns their sum.\n    """\n'
+        '    return a + b')
+
+
+def test_string_lines_left_of_the_block_do_not_end_it():
+    raw = 'return """\nUsage: tool [options]\n\nOptions:\n  -h  help\n"""\n\ndef main():\n    pass'
+    assert finish(raw, "def usage():\n    ", "") == (
+        'return """\nUsage: tool [options]\n\nOptions:\n  -h  help\n"""')
+
+
+def test_a_signature_closed_left_of_the_block_does_not_end_it():
+    # a call or signature the completion opened goes on whatever its lines' indentation
+    raw = "total = add(\n  1,\n  2)\n    return total\nx = 3"
+    assert finish(raw, "def f():\n    ", "") == "total = add(\n  1,\n  2)\n    return total"
+    # a closer of a bracket the prefix opened still ends the block at its dedent
+    raw = "'a': 1,\n        'b': 2,\n    }\n    return table"
+    assert finish(raw, "def f():\n    table = {\n        ", "") == "'a': 1,\n        'b': 2,"
+
+
+def test_continued_lines():
+    assert continued("f(a,\n  b)\nc\n") == [True, False, False]
+    assert continued('x = """\n\n"""\ny') == [True, True, False]
+    assert continued("# (\nx = '('\ny") == [False, False]
+    assert continued(")\nx\n") == [False, False]
 
 
 @pytest.mark.parametrize("raw", ["", "\n", "   ", "\n\n\n"])

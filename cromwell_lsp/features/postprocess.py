@@ -4,7 +4,8 @@ Pure functions over text (no model, no LSP), in the order `finish` applies them:
   1. mode: "line" (the cursor has code before it on its line: complete the rest of the
      line) or "block" (after a line ending in ":" or on an empty line: complete a block);
   2. cut at the end of the block: the first non-empty line indented less than the block
-     (at module level, the first blank line; in line mode, the first line break);
+     (at module level, the first blank line; in line mode, the first line break); a line
+     that begins inside a bracket or a string goes on with its statement;
   3. cut where it loops: a small model's greedy output often repeats itself (the same
      method three times, "0, 0, 0, ..." up to the token limit); the first copy is kept;
   4. trim what repeats the suffix: text at the end of the completion that the document
@@ -39,7 +40,10 @@ def cut_block(completion: str, prefix: str, line_mode: bool) -> str:
     """Keep the rest of the line (line mode), or the block the completion starts: its
     indentation is the cursor's column plus the first line's own indentation (so it works
     whether or not the editor indented the new line); the first non-empty line indented
-    less ends it.  At module level (indentation 0) a blank line ends it."""
+    less ends it.  At module level (indentation 0) a blank line ends it.  A line that
+    begins inside a bracket the completion opened, or inside a string, goes on with its
+    statement as it does for Python, so it ends nothing: a signature closed by `):` at
+    the def's column, or a docstring's blank line at module level."""
     if line_mode:
         return completion.split("\n", 1)[0]
     lines = completion.split("\n")
@@ -48,13 +52,28 @@ def cut_block(completion: str, prefix: str, line_mode: bool) -> str:
     column = len(prefix.rsplit("\n", 1)[-1].expandtabs(4))
     indent = column + indent_of(lines[0].expandtabs(4))
     kept = [lines[0]]
-    for line in lines[1:]:
-        if line.strip() and indent_of(line.expandtabs(4)) < indent:
+    for line, inside in zip(lines[1:], continued("\n".join(lines))):
+        if not inside and line.strip() and indent_of(line.expandtabs(4)) < indent:
             break
-        if not line.strip() and indent == 0:
+        if not inside and not line.strip() and indent == 0:
             break
         kept.append(line)
     return "\n".join(kept).rstrip(" \t\n")
+
+
+def continued(text: str) -> list[bool]:
+    """For each line of text after the first: does it begin inside a bracket opened
+    earlier in the text, or inside a string?  (Closers of brackets opened before the
+    text are ignored: the text cannot see them.)"""
+    depth, state, out = 0, {}, []
+    for _, c in code_chars(text, state):
+        if c in _OPENERS:
+            depth += 1
+        elif c in _PAIRS:
+            depth = max(0, depth - 1)
+        elif c == "\n":
+            out.append(depth > 0 or state.get("quote") is not None)
+    return out
 
 
 MAX_UNIT_LINES = 8     # the longest run of lines looked for as a repeated unit
