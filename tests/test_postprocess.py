@@ -86,6 +86,25 @@ def test_continued_lines():
     assert continued(")\nx\n") == [False, False]
 
 
+def test_a_block_cut_by_the_token_limit_drops_its_unfinished_statement():
+    prefix = "def mean(xs):\n    "
+    raw = "total = 0\n    for x in xs:\n        total += x\n    return tot"
+    assert finish(raw, prefix, "", truncated=True) == (
+        "total = 0\n    for x in xs:\n        total += x")
+    assert finish(raw, prefix, "") == raw  # a block that ended by itself stays whole
+    # an unfinished call over several lines goes whole
+    raw = "x = 1\n    y = f(a,\n          b"
+    assert finish(raw, prefix, "", truncated=True) == "x = 1"
+    # a lone statement keeps its whole lines
+    assert finish("if x:\n        return fo", prefix, "", truncated=True) == "if x:"
+    # a finished last statement stays, and so does a block that ended before the limit
+    assert finish("x = 1\n    y = 2\n", prefix, "", truncated=True) == "x = 1\n    y = 2"
+    assert finish("x = 1\n    y = 2\nz = 3\nw = ", prefix, "", truncated=True) == (
+        "x = 1\n    y = 2")
+    # line mode completes the rest of one line, cut or not
+    assert finish("g(b", "    y = f(a, ", "\n", truncated=True) == "g(b)"
+
+
 @pytest.mark.parametrize("raw", ["", "\n", "   ", "\n\n\n"])
 def test_empty_outputs(raw):
     assert finish(raw, "def f():\n    ", "").strip() == ""

@@ -197,7 +197,8 @@ class Completer:
                             stop_loops=True)
         if stats.stop_reason == "cancelled":
             return Completion("", session.last_prefill_tokens, False, "cancelled")
-        out = finish(raw, prefix, suffix, line_ending(text))
+        out = finish(raw, prefix, suffix, line_ending(text),
+                     truncated=stats.stop_reason in ("max_tokens", "deadline"))
         self._last[uri] = _Suggestion(prefix, suffix, out)
         return Completion(out, session.last_prefill_tokens, False, stats.stop_reason)
 
