@@ -3,12 +3,12 @@
 Pure functions over text (no model, no LSP), in the order `finish` applies them:
   1. mode: "line" (the cursor has code before it on its line: complete the rest of the
      line) or "block" (after a line ending in ":" or on an empty line: complete a block);
-  2. cut at the end of the block: the first non-empty line indented less than the block
+  2. in block mode, when the token limit stopped the output, drop the statement it left
+     unfinished (the whole lines before it stay; a lone statement keeps its whole lines),
+     as half a line is worse to insert than none;
+  2b. cut at the end of the block: the first non-empty line indented less than the block
      (at module level, the first blank line; in line mode, the first line break); a line
      that begins inside a bracket or a string goes on with its statement;
-  2b. a block the token limit cut off ends with a statement it left unfinished: that
-     statement goes (the whole lines before it stay; a lone statement keeps its whole
-     lines), as half a line is worse to insert than none;
   3. cut where it loops: a small model's greedy output often repeats itself (the same
      method three times, "0, 0, 0, ..." up to the token limit); the first copy is kept;
   4. trim what repeats the suffix: text at the end of the completion that the document
@@ -40,36 +40,28 @@ def mode(prefix: str, suffix: str) -> str:
 
 
 def cut_block(completion: str, prefix: str, line_mode: bool) -> str:
-    return block_of(completion, prefix, line_mode)[0]
-
-
-def block_of(completion: str, prefix: str, line_mode: bool) -> tuple[str, bool]:
     """Keep the rest of the line (line mode), or the block the completion starts: its
     indentation is the cursor's column plus the first line's own indentation (so it works
     whether or not the editor indented the new line); the first non-empty line indented
     less ends it.  At module level (indentation 0) a blank line ends it.  A line that
     begins inside a bracket the completion opened, or inside a string, goes on with its
     statement as it does for Python, so it ends nothing: a signature closed by `):` at
-    the def's column, or a docstring's blank line at module level.  Also returns whether
-    the block ended within the completion (or runs to its end)."""
+    the def's column, or a docstring's blank line at module level."""
     if line_mode:
-        return completion.split("\n", 1)[0], "\n" in completion
+        return completion.split("\n", 1)[0]
     lines = completion.split("\n")
     while lines and not lines[0].strip() and len(lines) > 1:
         lines = lines[1:]  # leading blank lines carry no code
     column = len(prefix.rsplit("\n", 1)[-1].expandtabs(4))
     indent = column + indent_of(lines[0].expandtabs(4))
     kept = [lines[0]]
-    ended = False
     for line, inside in zip(lines[1:], continued("\n".join(lines))):
         if not inside and line.strip() and indent_of(line.expandtabs(4)) < indent:
-            ended = True
-        elif not inside and not line.strip() and indent == 0:
-            ended = True
-        if ended:
+            break
+        if not inside and not line.strip() and indent == 0:
             break
         kept.append(line)
-    return "\n".join(kept).rstrip(" \t\n"), ended
+    return "\n".join(kept).rstrip(" \t\n")
 
 
 def continued(text: str) -> list[bool]:
@@ -221,23 +213,23 @@ def balance_brackets(completion: str, prefix: str, suffix: str, line_mode: bool)
     return completion
 
 
-def drop_unfinished(block: str) -> str:
-    """A block whose generation the token limit stopped: without its last statement
-    (the first line of it that is not a continuation of the one before, see continued)
-    when a statement comes before it, else without its last (unfinished) line."""
-    lines = block.split("\n")
-    if len(lines) < 2:
-        return block
-    starts = [i for i, inside in enumerate(continued(block), 1)
-              if not inside and lines[i].strip()]
+def drop_unfinished(completion: str) -> str:
+    """Raw output the token limit stopped, without the statement it left unfinished: the
+    last statement (its first line is not a continuation of the one before, see
+    continued) goes when a statement comes before it, else the last line goes.  Output
+    that ends with a line break outside brackets and strings ended its statement and
+    stays.  Where the block ends before the last statement, the block cut removes that
+    statement anyway, so this may run before it."""
+    text = completion.rstrip(" \t")
+    if text.endswith("\n") and not continued(text)[-1]:
+        return completion
+    text = text.rstrip()
+    flags, lines = continued(text), text.split("\n")
+    first = next((i for i, line in enumerate(lines) if line.strip()), len(lines))
+    starts = [i for i, inside in enumerate(flags, 1)
+              if i > first and not inside and lines[i].strip()]
     keep = starts[-1] if starts else len(lines) - 1
-    return "\n".join(lines[:keep]).rstrip(" \t\n")
-
-
-def _statement_ended(text: str) -> bool:
-    """Does text end with a line break outside brackets and strings?"""
-    flags = continued(text.rstrip(" \t"))
-    return text.rstrip(" \t").endswith("\n") and not flags[-1]
+    return "\n".join(lines[:keep]) if keep > first else completion
 
 
 def finish(completion: str, prefix: str, suffix: str, document_ending: str = "\n",
@@ -249,10 +241,9 @@ def finish(completion: str, prefix: str, suffix: str, document_ending: str = "\n
     prefix = prefix.replace("\r\n", "\n").replace("\r", "\n")
     suffix = suffix.replace("\r\n", "\n").replace("\r", "\n")
     line_mode = mode(prefix, suffix) == "line"
-    block, ended = block_of(completion, prefix, line_mode)
-    if truncated and not ended and not line_mode and not _statement_ended(completion):
-        block = drop_unfinished(block)
-    text = cut_repetition(block)
+    if truncated and not line_mode:
+        completion = drop_unfinished(completion)
+    text = cut_repetition(cut_block(completion, prefix, line_mode))
     text = trim_suffix_overlap(text, suffix)
     text = balance_brackets(text, prefix, suffix, line_mode)
     text = re.sub(r"[ \t]+$", "", text, flags=re.M) if "\n" in text else text.rstrip("\n")
