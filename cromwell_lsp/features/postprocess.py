@@ -68,15 +68,7 @@ def continued(text: str) -> list[bool]:
     """For each line of text after the first: does it begin inside a bracket opened
     earlier in the text, or inside a string?  (Closers of brackets opened before the
     text are ignored: the text cannot see them.)"""
-    depth, state, out = 0, {}, []
-    for _, c in code_chars(text, state):
-        if c in _OPENERS:
-            depth += 1
-        elif c in _PAIRS:
-            depth = max(0, depth - 1)
-        elif c == "\n":
-            out.append(depth > 0 or state.get("quote") is not None)
-    return out
+    return [in_string or top is not None for _, _, _, in_string, top in code_lines(text)][1:]
 
 
 MAX_UNIT_LINES = 8     # the longest run of lines looked for as a repeated unit
@@ -178,6 +170,33 @@ def code_chars(text: str, state: dict):
             continue
         yield i, c
         i += 1
+
+
+def code_lines(code: str):
+    """For each line of the code: (offset of its line break, or -1 for the first line,
+    offset of its first non-blank character, its indentation, whether it begins inside
+    a string, the innermost bracket open at its start as (offset, indentation of that
+    bracket's line) or None).  Strings and comments are skipped (code_chars)."""
+    stack: list[tuple[int, int]] = []
+    state: dict = {}
+
+    def line(brk: int):
+        j = brk + 1
+        while j < len(code) and code[j] in " \t":
+            j += 1
+        return (brk, j, len(code[brk + 1:j].expandtabs(8)), state.get("quote") is not None,
+                stack[-1] if stack else None)
+
+    current = line(-1)
+    yield current
+    for i, c in code_chars(code, state):
+        if c in _OPENERS:
+            stack.append((i, current[2]))
+        elif c in _PAIRS and stack:
+            stack.pop()
+        elif c == "\n":
+            current = line(i)
+            yield current
 
 
 def _scan(text: str, stack: list[str], state: dict) -> int | None:

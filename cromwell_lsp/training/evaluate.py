@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..features.analysis import parses
+from ..features.postprocess import code_lines
 
 STARTS = (
     "def fibonacci(n):\n    ",
@@ -109,36 +110,6 @@ def _hanging(code: str, pos: int) -> bool:
     """Is the bracket at code[pos] the last thing on its line (comments aside)?"""
     end = code.find("\n", pos)
     return not code[pos + 1:end if end >= 0 else len(code)].split("#")[0].strip()
-
-
-def code_lines(code: str):
-    """For each line of the code: (offset of its line break, or -1 for the first line,
-    offset of its first non-blank character, its indentation, whether it begins inside
-    a string, the innermost bracket open at its start as (offset, indentation of that
-    bracket's line) or None).  Strings and comments are skipped as the server's bracket
-    balancing skips them (postprocess.code_chars)."""
-    from ..features.postprocess import code_chars
-
-    stack: list[tuple[int, int]] = []
-    state: dict = {}
-
-    def line(brk: int):
-        j = brk + 1
-        while j < len(code) and code[j] in " \t":
-            j += 1
-        return (brk, j, len(code[brk + 1:j].expandtabs(8)), state.get("quote") is not None,
-                stack[-1] if stack else None)
-
-    current = line(-1)
-    yield current
-    for i, c in code_chars(code, state):
-        if c in "([{":
-            stack.append((i, current[2]))
-        elif c in _CLOSERS and stack:
-            stack.pop()
-        elif c == "\n":
-            current = line(i)
-            yield current
 
 
 def misaligned_spans(code: str) -> list[tuple[int, int]]:
