@@ -123,6 +123,43 @@ def test_a_misaligned_bracket_line_is_marked_from_its_line_break():
     assert U.misaligned_in(start, "def __init__(\n        self,\n    ):\n        pass\n") == []
 
 
+@pytest.mark.parametrize("start, comp, marked", [
+    # what step 34,250 wrote: the header's colon where the bracket should have closed
+    ("def f(xs):\n    ", "for i in range(len(xs):\n        pass\n", [":"]),
+    ("def f(x):\n    ", "if not isinstance(x, (int, str):\n        return x\n", [":"]),
+    ("def f(x):\n    ", "y = 1\n    while g(x:  # loop\n        pass\n", [":"]),
+    # code that parses: a slice, a dict, string annotations, a lambda, a comment's colon
+    ("def f(c):\n    ", "for a in c.run[\n        1:\n    ]:\n        pass\n", []),
+    ("def f(x):\n    ", "if x in {\n        'a':\n        1}:\n        pass\n", []),
+    ("class A:\n    ", 'def g(\n        self, c: "C", o: "O"\n    ) -> "R":\n        pass\n', []),
+    ("def f(x):\n    ", "y = sorted(x, key=lambda v:\n               v[0])\n", []),
+    ("def f(x):\n    ", "if g(x,  # note:\n      x):\n        pass\n", []),
+    ("def f(x):\n    ", 's = "if (a:"\n    return s\n', []),
+    # a header the start holds is the developer's, never marked
+    ("for i in range(len(x):\n    ", "pass\n", []),
+])
+def test_a_header_colon_inside_an_open_bracket_is_marked(start, comp, marked):
+    spans = U.open_header_colons(start, comp)
+    assert [comp[a:b] for a, b in spans] == marked
+    assert U.open_header_colons(start, comp, offset=5) == [(a + 5, b + 5) for a, b in spans]
+    for a, b in spans:  # every marked completion fails to parse
+        with pytest.raises(SyntaxError):
+            compile(start + comp, "<completion>", "exec")
+
+
+def test_a_header_colon_mark_leaves_the_line_break_token_alone():
+    """The shipped tokenizer writes a line break and the next line's indentation as one
+    token, which ends every correct header; only the token holding the colon is marked."""
+    from tokenizers import Tokenizer
+    from cromwell_lsp.model import DEFAULT_WEIGHTS
+    tok = Tokenizer.from_file(str(DEFAULT_WEIGHTS.with_name("tokenizer.json")))
+    start, comp = "def f(x):\n    ", "if not isinstance(x, (int, str):\n        return x\n"
+    pieces = [tok.decode([i]) for i in tok.encode(comp).ids]
+    assert "".join(pieces) == comp
+    flags = U.marked_tokens(pieces, U.open_header_colons(start, comp))
+    assert [p for p, f in zip(pieces, flags) if f] == ["):"]
+
+
 def test_marked_tokens_are_those_overlapping_a_repeat():
     pieces = ["x", " = x", "\n", "x", " = x", "\n", ""]
     spans = U.repeat_spans("".join(pieces))

@@ -7,7 +7,8 @@ These steps do: the twin completes bare starts drawn from the training files as 
 server prompts them (SPM prompt, empty suffix, token healing; greedy), the tokens where
 the completion fails are marked (a line it already wrote, a short piece it has written
 three times in a row, a block closed with no statement or with only `return`, a line
-inside brackets indented as no formatter would), and a margin loss on each marked token
+inside brackets indented as no formatter would, a header's colon ending its line inside
+an open bracket), and a margin loss on each marked token
 lowers it below the best other token at that point, leaving every unmarked token alone
 (sequence-level unlikelihood training, Welleck et al. 2019, with a bounded loss in place
 of -log(1 - p); see unlikelihood_loss).  The LM loss of the same step keeps the rest of
@@ -23,6 +24,7 @@ import torch.nn.functional as F
 
 from ..model import prompts
 from ..model.healing import LeadConstraint, heal_prompt
+from ..features.postprocess import code_chars
 from .evaluate import TRIVIAL, code_lines, misaligned_spans
 from .owncompletions import draw_cuts
 
@@ -139,6 +141,43 @@ def misaligned_in(start: str, completion: str, offset: int = 0) -> list[tuple[in
             for a, b in misaligned_spans(start + completion) if b > n]
 
 
+# a compound statement's header: the statements whose line a colon ends
+_HEADER = re.compile(r"[ \t]*(?:async[ \t]+)?(?:if|elif|while|for|with|def|class|except)\b")
+
+
+def open_header_colons(start: str, completion: str, offset: int = 0) -> list[tuple[int, int]]:
+    """Spans in the completion of a compound header's colon that ends its line inside an
+    open round bracket (`for i in range(len(x):`, `if not isinstance(x, (a, b):`), the
+    colon alone, as offsets in the completion plus `offset`.  Only the colon: the line
+    break after it is one token with the next line's indentation, which ends every
+    correct header too, and marking it taught a model to write bodies unindented.  Python
+    reads the next line as going on inside the bracket, so the block never parses; the
+    bracket should have closed where the colon is.  A quarter of the syntax errors of step
+    34,250's greedy completions of held-out starts were this, and none of its completions
+    that parse had one.  Strings and comments are skipped; a colon inside a square or
+    curly bracket (a slice, a dict) is not judged."""
+    text, n = start + completion, len(start)
+    spans, stack, state = [], [], {}
+    statement, last = 0, None  # where the current statement began; its line's last code
+    for i, c in code_chars(text, state):
+        if c == "\n":
+            inside = state.get("quote") is not None
+            if (stack and stack[-1] == "(" and not inside and last is not None and last >= n
+                    and text[last] == ":" and text[last + 1:i].strip()[:1] in ("", "#")
+                    and _HEADER.match(text, statement)):
+                spans.append((last - n + offset, last + 1 - n + offset))
+            if not stack and not inside:
+                statement = i + 1
+            last = None
+        elif not c.isspace():
+            last = i
+            if c in "([{":
+                stack.append(c)
+            elif c in ")]}" and stack:
+                stack.pop()
+    return spans
+
+
 def marked_tokens(pieces: list[str], spans: list[tuple[int, int]]) -> list[bool]:
     """For each token (its text, in order), does it overlap a span of repeat_spans?"""
     out, pos = [], 0
@@ -197,7 +236,7 @@ def greedy(model, prompt_ids: list[list[int]], n_tokens: int, stop: int, constra
 def unlikelihood_batch(model, tok, texts, rng: random.Random, n: int, n_tokens: int):
     """Complete n bare starts greedily, prompted as the server prompts them (SPM, empty
     suffix, token healing), and mark the failing tokens (repeat_spans, empty_body_end,
-    trivial_body, misaligned_in):
+    trivial_body, misaligned_in, open_header_colons):
     (ids [B, T], marks [B, T] float, 1 where the token at t fails, so the loss applies to
     the prediction at t - 1, the share of generated tokens marked), or (None, None, 0.0)
     when no completion failed."""
@@ -225,6 +264,7 @@ def unlikelihood_batch(model, tok, texts, rng: random.Random, n: int, n_tokens: 
                 if end is not None:
                     spans.append((end[0] + len(lead), end[1] + len(lead)))
             spans += misaligned_in(starts[i], text[len(lead):], len(lead))
+            spans += open_header_colons(starts[i], text[len(lead):], len(lead))
         # the stop token, one place past the text, is marked when a span covers that place
         flags = marked_tokens(pieces + ["\0"] if stopped else pieces, spans)
         for j, f in enumerate(flags):
