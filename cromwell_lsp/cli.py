@@ -151,7 +151,8 @@ def _cmd_train(args) -> int:
                              "--out FILE.json (its completions)")
         report = evaluate.starts_report(Path(args.weights), Path(args.corpus), Path(args.out),
                                         args.starts or 10_000,
-                                        Path(args.against) if args.against else None)
+                                        Path(args.against) if args.against else None,
+                                        guard=args.guard)
         print(json.dumps(report, indent=None if args.json else 2))
         return 0
     if args.what == "import":
@@ -408,6 +409,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "starts to complete at most (default 10000, all of them here)")
     p.add_argument("--against", default=None,
                    help="starts: another model's completions file, for paired counts")
+    p.add_argument("--guard", action="store_true",
+                   help="starts: decode under the server's syntax guard (features/syntaxguard); "
+                        "without it, the model's raw greedy completions")
     p.add_argument("--samples", type=int, default=6,
                    help="own: sampled completions of each start, beside the greedy one")
     p.add_argument("--temperature", type=float, default=0.8, help="own: sampling temperature")

@@ -35,6 +35,7 @@ class Settings:
     cache_budget_mb: int = 512         # KV caches of all documents together
     context_window: int = 2048         # tokens of prompt given to the model
     kv_cache: bool = True              # off: every request prefills its whole prompt (benchmarks)
+    syntax_guard: bool = True          # Python completions refuse tokens no valid code has
     features: Features = field(default_factory=Features)
 
     _LIMITS = {

@@ -123,7 +123,8 @@ def _body(model, session, action, text, settings, cancel) -> Edit | None:
     budget = prompt_budget(settings, model.config.max_seq_len)
     ids, lead = healed_prompt(prefix, suffix, model.tokenizer, budget)
     raw = generate_text(model, session, ids, GenerationConfig(max_tokens=settings.max_tokens),
-                        cancel, lead=lead)
+                        cancel, lead=lead,
+                        guard_context=prefix if settings.syntax_guard else None)
     code = finish(raw, prefix, suffix)
     lines = code.split("\n")
     while lines and any(line.strip() for line in lines):  # the longest start that parses
@@ -184,7 +185,8 @@ def _fix(model, session, action, text, settings, cancel) -> Edit | None:
     budget = min(1024, room, len(ids) + 32)
     if budget <= 0:
         return None  # the lines around the error are longer than the model's context
-    raw = generate_text(model, session, ids, GenerationConfig(max_tokens=budget), cancel)
+    raw = generate_text(model, session, ids, GenerationConfig(max_tokens=budget), cancel,
+                        guard_context="" if settings.syntax_guard else None)
     fixed = raw.strip("\n")
     candidate = "\n".join(lines[:lo] + fixed.split("\n") + lines[hi:])
     if not fixed.strip() or fixed == snippet or not parses(candidate):

@@ -34,6 +34,7 @@ from ..model.sampling import SamplingParams, TextStream
 from ..positions import line_ending
 from .postprocess import finish, line_loop_end, mode, piece_loop_end
 from .session import common_prefix
+from .syntaxguard import SyntaxGuard, is_python
 
 ANSWER_MARGIN = 8  # tokens kept free past max_tokens within max_seq_len
 PREFILL_CHUNK = 64  # tokens per forward call of an idle pre-fill (a cancel point each)
@@ -121,24 +122,29 @@ def healed_prompt(prefix: str, suffix: str, tok, budget: int) -> tuple[list[int]
 
 def generate_text(model, session, prompt_ids, config: GenerationConfig, cancel=None,
                   stats: GenerationStats | None = None, lead: str = "",
-                  stop_loops: bool = False) -> str:
+                  stop_loops: bool = False, guard_context: str | None = None) -> str:
     """Raw generated text after prompt_ids, on a session (its cache reused and restored to
     exactly the prompt afterwards).  Never returns special tokens.  `lead`: the text token
     healing took off the prompt's end (heal_prompt); the tokens must spell it first, and
     it is not part of the result.  `stop_loops`: stop as soon as the text loops
     (_loops): the editor is shown only the first copy anyway, and the
-    rest would only add decode time."""
+    rest would only add decode time.  `guard_context`: the Python text before the cursor
+    (which ends with `lead`); decoding then runs under a SyntaxGuard (syntaxguard)."""
     tok = model.tokenizer
     eot = tok.special("endoftext")
     banned = [i for i in tok.ids.values() if i != eot]
     stream = TextStream(tok, config.stop, lead)
     constraint = LeadConstraint(tok, lead) if lead else None
+    guard = None
+    if guard_context is not None:
+        before = guard_context[:len(guard_context) - len(lead)] if lead else guard_context
+        guard = SyntaxGuard(tok, before, lead)
     new = session.prepare(prompt_ids)
     text = ""
     try:
         for tid in generate_ids(model.engine, session.cache, new, config, stop_ids=[eot],
                                 banned_ids=banned, cancel=cancel, stats=stats,
-                                constraint=constraint):
+                                constraint=constraint, guard=guard):
             piece = stream.push(tid)
             text += piece
             if stream.stopped:
@@ -185,6 +191,8 @@ class Completer:
         if ahead is not None:
             return Completion(ahead, 0, True)
         ids, lead = self._prompt(prefix, suffix, settings)
+        guard = (prefix.replace("\r\n", "\n")
+                 if settings.syntax_guard and is_python(uri) else None)
         line_mode = mode(prefix, suffix) == "line"
         config = GenerationConfig(
             max_tokens=settings.max_tokens, stop=("\n",) if line_mode else (),
@@ -194,7 +202,7 @@ class Completer:
         if not settings.kv_cache:
             session.reset()
         raw = generate_text(self.model, session, ids, config, cancel, stats, lead,
-                            stop_loops=True)
+                            stop_loops=True, guard_context=guard)
         if stats.stop_reason == "cancelled":
             return Completion("", session.last_prefill_tokens, False, "cancelled")
         out = finish(raw, prefix, suffix, line_ending(text),

@@ -71,19 +71,20 @@ class _Limits:
 
 def generate_ids(engine, cache, new_tokens, config: GenerationConfig = GenerationConfig(),
                  image_state=None, stop_ids=(), banned_ids=(), cancel=None,
-                 stats: GenerationStats | None = None, constraint=None):
+                 stats: GenerationStats | None = None, constraint=None, guard=None):
     """Yield generated token ids.  new_tokens (at least one) are the prompt tokens the cache
     does not hold yet; the cache ends holding the prompt and the generated tokens except
     the last one yielded (whose state nobody needed).  `constraint` (healing.LeadConstraint)
-    restricts the first tokens; speculation is off while one is given (drafts would have
-    to obey it too)."""
+    restricts the first tokens; `guard` (features.syntaxguard.SyntaxGuard) may refuse a
+    token, and the next choice is taken.  Speculation is off while either is given (drafts
+    would have to obey them too)."""
     stats = stats if stats is not None else GenerationStats()
     limits = _Limits(config, cancel, stats)
     stop_ids = set(int(s) for s in stop_ids)
     greedy = config.sampling.temperature == 0.0
-    spec = (config.speculative and greedy and constraint is None
+    spec = (config.speculative and greedy and constraint is None and guard is None
             and getattr(engine, "jepa", None) is not None)
-    sampler = Sampler(config.sampling, banned=banned_ids, constraint=constraint)
+    sampler = Sampler(config.sampling, banned=banned_ids, constraint=constraint, guard=guard)
     t0 = time.perf_counter()
     out = engine.forward(new_tokens, cache, image_state, jepa=spec, last_only=not spec)
     stats.prefill_tokens += len(new_tokens)

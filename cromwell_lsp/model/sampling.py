@@ -5,7 +5,8 @@ Sampling (llama2.c keeps it apart from forward; so do we): greedy when temperatu
 otherwise softmax(logits / temperature), restricted to the top_k most likely tokens
 and to the smallest set whose probability reaches top_p (nucleus), drawn with a seeded
 numpy Generator so a seed reproduces a completion.  Tokens in `banned` (special tokens
-the caller must never emit) get probability zero.
+the caller must never emit) get probability zero.  A guard (features.syntaxguard) may
+refuse the chosen token; the next choice of the same distribution is taken instead.
 
 TextStream turns token ids into text pieces for streaming: it holds back a piece while
 it ends in an incomplete UTF-8 sequence (decoded as U+FFFD) or could be the start of a
@@ -16,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+GUARD_TRIES = 8  # candidates a guard may refuse in a row for one token
 
 
 @dataclass(frozen=True)
@@ -35,16 +38,19 @@ class SamplingParams:
 
 
 class Sampler:
-    def __init__(self, params: SamplingParams = SamplingParams(), banned=(), constraint=None):
+    def __init__(self, params: SamplingParams = SamplingParams(), banned=(), constraint=None,
+                 guard=None):
         self.params = params
         self.rng = np.random.default_rng(params.seed)
         self.banned = np.array(sorted(set(int(b) for b in banned)), dtype=np.int64)
         self.constraint = constraint  # e.g. healing.LeadConstraint: allowed ids, advance(id)
+        self.guard = guard  # e.g. features.syntaxguard.SyntaxGuard: rejects(id), advance(id)
 
     def __call__(self, logits: np.ndarray) -> int:
         tid = self._pick(logits)
-        if self.constraint is not None:
-            self.constraint.advance(tid)
+        for follower in (self.constraint, self.guard):
+            if follower is not None:
+                follower.advance(tid)
         return tid
 
     def _pick(self, logits: np.ndarray) -> int:
@@ -57,10 +63,25 @@ class Sampler:
             keep = logits[allowed]
             logits[:] = -np.inf
             logits[allowed] = keep
+        if self.guard is None:
+            return self._draw(logits)
+        # The guard refuses a token: the next choice of the same distribution, up to
+        # GUARD_TRIES of them; past that the model's own first choice stands.
+        first = tid = self._draw(logits)
+        for _ in range(GUARD_TRIES):
+            if not self.guard.rejects(tid):
+                return tid
+            logits[tid] = -np.inf
+            if not np.isfinite(logits).any():
+                break
+            tid = self._draw(logits)
+        return first
+
+    def _draw(self, logits: np.ndarray) -> int:
         p = self.params
         if p.temperature == 0.0:
             return int(np.argmax(logits))
-        logits /= p.temperature
+        logits = logits / p.temperature
         if p.top_k and p.top_k < logits.size:
             kth = np.partition(logits, -p.top_k)[-p.top_k]
             logits[logits < kth] = -np.inf

