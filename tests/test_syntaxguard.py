@@ -27,6 +27,10 @@ def _first_break(text: str, since: int = 0):
     ("x = foo(bar]\n", "]\n"),
     ("y = {1: [2, 3)}\n", ")}\n"),
     ("z = (\n    [1, 2}\n", "}\n"),
+    # a block's header followed by a line no deeper than it
+    ("with f(t) as tf:\n    if not g(p):\n    if x:\n", "if x:\n"),
+    ("def f():\nreturn 1\n", "return 1\n"),
+    ("class A:\n    def g(self):  # note\n\n    # c\n    pass\n", "pass\n"),
 ])
 def test_code_no_python_accepts_is_caught_where_it_breaks(text, broken):
     assert _first_break(text) == broken
@@ -48,6 +52,9 @@ def test_code_no_python_accepts_is_caught_where_it_breaks(text, broken):
     "x = f(\n    a,\n    b)\nif x:\n    pass\n",
     "print(f'{x:>3}', {y: z for y, z in w})\n",
     "match p:\n    case {'k': v}:\n        pass\n",
+    "if x:\n\n  # a comment at any indentation\n    y = {\n'k':\n1}\nelse: pass\n",
+    "def f():\n    '''doc\nat column 0'''\n",
+    "if x: y = 1\nz = 2\n",
 ])
 def test_valid_code_is_never_caught(text):
     compile(text, "<t>", "exec")
@@ -69,6 +76,19 @@ def test_no_valid_file_of_the_standard_library_is_caught():
             continue
         at = scan(src, LexState(), since=0)
         assert at is None, (path, src[max(0, at - 80):at + 20])
+
+
+@pytest.mark.parametrize("text, then, broken", [
+    # the line break after a header is not judged (spaces may follow it); the code is
+    ("def f():\n    if x:", "\n   ", False),
+    ("def f():\n    if x:\n   ", " return", True),
+    ("def f():\n    if x:\n   ", "     return", False),
+    ("def f():\n    if x:\n   ", " # a comment", False),
+    ("def f():\n    y = 1\n   ", " return", False),
+])
+def test_code_after_a_header_must_be_deeper(text, then, broken):
+    at = scan(text + then, LexState(), since=len(text))
+    assert (at is not None) if broken else at is None
 
 
 def test_only_text_past_since_is_judged():
@@ -104,6 +124,30 @@ def test_the_guard_follows_tokens_and_refuses_the_header_colon(tok):
     assert g.rejects(_id(tok, "):"))
     assert not g.rejects(_id(tok, ")):"))
     assert not g.rejects(_id(tok, "))"))
+
+
+def test_the_guard_refuses_a_body_left_at_its_headers_indentation(tok):
+    g = SyntaxGuard(tok, "def f(x):\n    if x")
+    for piece in [":", "\n   "]:
+        assert not g.rejects(_id(tok, piece))
+        g.advance(_id(tok, piece))
+    assert g.rejects(_id(tok, " return")) and not g.rejects(_id(tok, "    "))
+
+
+def test_real_code_token_by_token_is_never_refused(tok):
+    """Modules of the standard library fed to the guard token by token: no token refused,
+    and the lexer's state after each piece is the state after the whole text."""
+    files = sorted(glob.glob(os.path.join(os.path.dirname(os.__file__), "*.py")))[:12]
+    for path in files:
+        with open(path, encoding="utf-8") as fh:
+            src = fh.read()
+        g = SyntaxGuard(tok, "")
+        for tid in tok.encode(src):
+            assert not g.rejects(tid), (path, g.text[-80:], tok.decode([tid]))
+            g.advance(tid)
+        whole = LexState()
+        scan(src, whole)
+        assert g.now == whole and g.text == src
 
 
 def test_the_text_before_the_cursor_sets_the_state(tok):
