@@ -543,3 +543,17 @@ def test_train_starts_completes_and_pairs_held_out_starts(small_tokenizer, tmp_p
     assert "same starts" in capsys.readouterr().err
     assert cli.main(["train", "starts", "--weights", str(weights), "--corpus", str(corpus)]) == 2
     assert "--out FILE.json" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("capability, fast", [("AVX512", True), ("AVX2", False),
+                                              ("DEFAULT", False)])
+def test_bf16_autocast_only_where_bf16_matmuls_are_fast(monkeypatch, capability, fast):
+    """A CPU without AVX-512 runs PyTorch's bf16 matmul on a reference kernel (a training
+    step about 50x longer than in fp32): training there runs in fp32."""
+    import torch
+
+    from cromwell_lsp.training.train import bf16_is_fast
+
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    assert bf16_is_fast("cpu") is fast
+    assert bf16_is_fast("cuda:0")

@@ -81,6 +81,16 @@ class TrainConfig:
 
 
 # ---- helpers --------------------------------------------------------------------------
+def bf16_is_fast(device: str) -> bool:
+    """Does bf16 autocast speed training up on this device?  On a GPU, yes.  On a CPU
+    without AVX-512, PyTorch's bf16 matmul falls back to a reference kernel: a 512x256 by
+    256x1024 product took 217 ms against 4.3 ms in fp32 on an AVX2-only EPYC, and a
+    training step about 50x longer; there the run trains in fp32."""
+    if device.startswith("cuda"):
+        return True
+    return torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+
+
 def lr_at(step: int, c: TrainConfig, start: int = 0) -> float:
     """Linear warmup over c.warmup steps from `start` (0, or the step a warm start began
     at: a fresh optimizer needs its warmup there too), then cosine down to c.min_lr at
@@ -180,6 +190,10 @@ class Trainer:
         self.device = (f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available()
                        else "cpu")
         torch.manual_seed(c.seed + self.rank)
+        self.bf16 = c.bf16 and bf16_is_fast(self.device)
+        if c.bf16 and not self.bf16 and self.rank == 0:
+            self.log(f"bf16 autocast off: this CPU ({torch.backends.cpu.get_cpu_capability()}) "
+                     "has no fast bf16 matmul, so training runs in fp32")
         self.tok = Tokenizer(c.tokenizer)
         cfg = preset(c.model).replace(vocab_size=self.tok.vocab_size,
                                       max_seq_len=max(preset(c.model).max_seq_len, c.seq_len + 1))
@@ -271,7 +285,7 @@ class Trainer:
     # ---- steps ----------------------------------------------------------------------------
     def _autocast(self):
         dev = "cuda" if self.device.startswith("cuda") else "cpu"
-        return torch.autocast(dev, dtype=torch.bfloat16, enabled=self.c.bf16)
+        return torch.autocast(dev, dtype=torch.bfloat16, enabled=self.bf16)
 
     def _text_loss(self, ids, mask):
         lm, jl = self.fwd(ids, mask)
