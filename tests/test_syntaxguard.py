@@ -1,4 +1,4 @@
-"""The syntax guard: its two rules on text, on no valid code, on the real tokenizer, in the
+"""The syntax guard: its rules on text, on no valid code, on the real tokenizer, in the
 sampler, and in the server's completions with the shipped model."""
 import glob
 import os
