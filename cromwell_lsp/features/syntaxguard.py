@@ -23,6 +23,7 @@ wrong bracket at worst, and the cost is the model's second choice for that token
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from ..model.healing import vocab_index
@@ -30,6 +31,9 @@ from ..model.healing import vocab_index
 CONTEXT = 4000  # characters of the text before the cursor that are lexed
 HEADERS = frozenset({"if", "elif", "while", "for", "with", "except"})
 OPENS = {")": "(", "]": "[", "}": "{"}
+_WORD = re.compile(r"[^\x00-\x2f\x3a-\x40\x5b-\x5e\x60\x7b-\x7f]+")  # isalnum, _, non-ASCII
+_BLANK = re.compile(r"[ \t]*")
+_PLAIN = re.compile(r"[^\\\n'\"]*")  # string content up to a backslash, break or quote
 
 
 @dataclass
@@ -71,7 +75,8 @@ def scan(text: str, st: LexState, since: int | None = None) -> int | None:
         c = text[i]
         if st.comment:
             if c != "\n":
-                i += 1
+                j = text.find("\n", i)
+                i = n if j < 0 else j  # the rest of the comment at once
                 continue
             st.comment = False
         elif st.quote:
@@ -85,9 +90,13 @@ def scan(text: str, st: LexState, since: int | None = None) -> int | None:
             if c == "\n":
                 line = i
             if c != "\n" or len(st.quote) == 3:
-                i += 1
+                i = _PLAIN.match(text, i + 1).end()  # up to the next quote, escape or break
                 continue
             st.quote = None  # a one-quote string ends at its line
+        if c == " " or c == "\t":
+            _end_word(st)
+            i = _BLANK.match(text, i + 1).end()  # the rest of the run of blanks at once
+            continue
         judge = since is not None and i >= since
         if st.start and c not in " \t\n#\\":
             st.start, st.indent = False, i - line - 1  # the logical line's first code
@@ -98,8 +107,10 @@ def scan(text: str, st: LexState, since: int | None = None) -> int | None:
         if c not in " \t\n#":
             st.last = c
         if c.isalnum() or c == "_" or ord(c) > 127:
-            st.word += c
-            i += 1
+            j = _WORD.match(text, i).end()  # the rest of the word at once
+            st.word += text[i:j]
+            st.last = text[j - 1]
+            i = j
             continue
         _end_word(st)
         if c == "#":
