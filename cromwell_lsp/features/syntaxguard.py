@@ -23,6 +23,7 @@ wrong bracket at worst, and the cost is the model's second choice for that token
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 
@@ -51,9 +52,7 @@ class LexState:
     col: int = 0                   # the column where the text scanned so far ends
 
     def copy(self) -> "LexState":
-        return LexState(self.quote, self.comment, [list(b) for b in self.stack], self.first,
-                        self.header, self.word, self.start, self.indent, self.last,
-                        self.body, self.col)
+        return dataclasses.replace(self, stack=[list(b) for b in self.stack])
 
 
 def _end_word(st: LexState) -> None:
@@ -98,13 +97,13 @@ def scan(text: str, st: LexState, since: int | None = None) -> int | None:
             i = _BLANK.match(text, i + 1).end()  # the rest of the run of blanks at once
             continue
         judge = since is not None and i >= since
-        if st.start and c not in " \t\n#\\":
+        if st.start and c not in "\n#\\":
             st.start, st.indent = False, i - line - 1  # the logical line's first code
             if st.body is not None:
                 if judge and st.indent <= st.body:
                     return i
                 st.body = None
-        if c not in " \t\n#":
+        if c not in "\n#":
             st.last = c
         if c.isalnum() or c == "_" or ord(c) > 127:
             j = _WORD.match(text, i).end()  # the rest of the word at once
