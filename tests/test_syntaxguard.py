@@ -11,7 +11,7 @@ from cromwell_lsp.model.sampling import GUARD_TRIES, Sampler, SamplingParams
 
 
 def _first_break(text: str, since: int = 0):
-    at = scan(text, LexState(), since=since)
+    at = scan(text, LexState(exact=True), since=since)
     return None if at is None else text[at:]
 
 
@@ -23,14 +23,25 @@ def _first_break(text: str, since: int = 0):
     ("    elif (a and f(b):\n", ":\n"),
     ("with open(f(p) as fh:\n", ":\n"),
     ("async for x in aiter(y:\n", ":\n"),
-    # a closing bracket of the wrong kind
+    # a closing bracket of the wrong kind, or with no open one
     ("x = foo(bar]\n", "]\n"),
+    ("x = foo(bar))\n", ")\n"),
+    ("x = [\n    1]]\n", "]\n"),
     ("y = {1: [2, 3)}\n", ")}\n"),
     ("z = (\n    [1, 2}\n", "}\n"),
     # a block's header followed by a line no deeper than it
     ("with f(t) as tf:\n    if not g(p):\n    if x:\n", "if x:\n"),
     ("def f():\nreturn 1\n", "return 1\n"),
     ("class A:\n    def g(self):  # note\n\n    # c\n    pass\n", "pass\n"),
+    # a line break inside a one-quote string
+    ('x = f("abc\n    def")\n', '\n    def")\n'),
+    ("raise ValueError(f'the {x}\n')\n", "\n')\n"),
+    # a compound statement's header with no colon
+    ("if x and y\n    return\n", "\n    return\n"),
+    ("def f(a, b)\n", "\n"),
+    ("for i in range(3)  # loop\n", "\n"),
+    ("try\n", "\n"),
+    ("if (y := g(x)) is not None\n", "\n"),
 ])
 def test_code_no_python_accepts_is_caught_where_it_breaks(text, broken):
     assert _first_break(text) == broken
@@ -55,6 +66,12 @@ def test_code_no_python_accepts_is_caught_where_it_breaks(text, broken):
     "if x:\n\n  # a comment at any indentation\n    y = {\n'k':\n1}\nelse: pass\n",
     "def f():\n    '''doc\nat column 0'''\n",
     "if x: y = 1\nz = 2\n",
+    's = "a \\\nb"\n',
+    "if y := g(x):\n    pass\nelse: pass\n",
+    "if a and \\\n        b:\n    pass\n",
+    "async def f():\n    async with a as b: pass\ntry: pass\nfinally: pass\n",
+    "class A(\n    B,\n):\n    pass\n",
+    "lambda: 0\nmatch = 3\ncase = 4\nelse_ = 5\n",
 ])
 def test_valid_code_is_never_caught(text):
     compile(text, "<t>", "exec")
@@ -74,7 +91,7 @@ def test_no_valid_file_of_the_standard_library_is_caught():
             compile(src, path, "exec")
         except SyntaxError:
             continue
-        at = scan(src, LexState(), since=0)
+        at = scan(src, LexState(exact=True), since=0)
         assert at is None, (path, src[max(0, at - 80):at + 20])
 
 
@@ -145,7 +162,7 @@ def test_real_code_token_by_token_is_never_refused(tok):
         for tid in tok.encode(src):
             assert not g.rejects(tid), (path, g.text[-80:], tok.decode([tid]))
             g.advance(tid)
-        whole = LexState()
+        whole = LexState(exact=True)
         scan(src, whole)
         assert g.now == whole and g.text == src
 
@@ -198,3 +215,122 @@ def test_the_models_choice_stands_when_the_guard_refuses_too_many():
     # GUARD_TRIES candidates are asked about: the last of them may be the one taken
     assert Sampler(guard=_Refuse(range(top - GUARD_TRIES + 2, top + 1)))(logits) == top - GUARD_TRIES + 1
     assert Sampler(guard=_Refuse(range(top - GUARD_TRIES + 1, top + 1)))(logits) == top
+
+
+def _spelt(tok, ids) -> str:
+    return b"".join(tok.vocab_bytes()[i] for i in ids).decode("utf-8")
+
+
+def test_a_refused_header_colon_is_mended_with_the_brackets_it_left_open(tok):
+    g = SyntaxGuard(tok, "def f(x):\n    if not isinstance(x, (int, str")
+    assert _spelt(tok, g.repair(_id(tok, "):"))) == ")):"
+    g = SyntaxGuard(tok, "def f(xs):\n    for i in sorted(range(len(xs")
+    assert _spelt(tok, g.repair(_id(tok, ":"))) == "))):"
+    # an outer square bracket closes too, innermost first
+    g = SyntaxGuard(tok, "def f(xs):\n    while xs[g(1")
+    assert _spelt(tok, g.repair(_id(tok, ":"))) == ")]:"
+    # the mended text breaks no rule: fed on, the guard accepts it and the header ends
+    ids = SyntaxGuard(tok, "def f(x):\n    if g(x").repair(_id(tok, ":"))
+    g = SyntaxGuard(tok, "def f(x):\n    if g(x")
+    for tid in ids:
+        assert not g.rejects(tid)
+        g.advance(tid)
+    assert g.text == "):" and g.now.stack == []
+
+
+def test_a_refused_body_line_is_mended_one_level_deeper_than_its_header(tok):
+    g = SyntaxGuard(tok, "def f(x):\n    if x:\n    ")
+    assert _spelt(tok, g.repair(_id(tok, "return"))) == "    return"
+    g = SyntaxGuard(tok, "def f(x):\n    if x:\n   ")  # the line's blanks in two tokens
+    assert _spelt(tok, g.repair(_id(tok, " return"))) == "     return"
+    g = SyntaxGuard(tok, "def f(x):\n    if x:\n  ")  # shallower than the header
+    assert _spelt(tok, g.repair(_id(tok, " return"))) == "      return"  # column 8
+    # a clause that goes on the statement would close the empty block: `pass` fills it
+    g = SyntaxGuard(tok, "def f(x):\n    if x:\n    ")
+    assert _spelt(tok, g.repair(_id(tok, "else"))) == "    pass\n    else"
+    # code indented with tabs is not mended with spaces
+    assert SyntaxGuard(tok, "def f(x):\n\tif x:\n\t").repair(_id(tok, "return")) is None
+
+
+def test_a_broken_string_or_header_is_mended_before_its_line_break(tok):
+    g = SyntaxGuard(tok, 'def f(x):\n    raise ValueError("no such')
+    assert _spelt(tok, g.repair(_id(tok, "\n   "))) == '"\n   '
+    g = SyntaxGuard(tok, "def f(x):\n    if x and g(x)")
+    assert _spelt(tok, g.repair(_id(tok, "\n   "))) == ":\n   "
+    # a comment ends the line: a colon after it would be in the comment, so no mend
+    assert SyntaxGuard(tok, "if x  # c").repair(_id(tok, "\n   ")) is None
+
+
+def test_a_closing_bracket_with_no_open_one_is_left_out(tok):
+    g = SyntaxGuard(tok, "def f(x):\n    return g(x)")
+    assert _spelt(tok, g.repair(_id(tok, "):"))) == ":"
+    assert g.repair(_id(tok, ")")) == []  # nothing left: the next choice is taken
+    # only when the lexer saw the whole text before the cursor: a longer one may have
+    # opened the bracket before the part lexed
+    from cromwell_lsp.features.syntaxguard import CONTEXT
+
+    long = "x = 1\n" * (CONTEXT // 6 + 10) + "y = g(x)"
+    assert SyntaxGuard(tok, "y = g(x)").rejects(_id(tok, ")"))
+    assert not SyntaxGuard(tok, long).rejects(_id(tok, ")"))
+
+
+def test_nothing_to_mend_gives_no_repair(tok):
+    assert SyntaxGuard(tok, "x = [foo(bar").repair(_id(tok, "]")) is None  # wrong closer
+    assert SyntaxGuard(tok, "def f(x):\n    if g(x").repair(_id(tok, ")")) is None  # no break
+    assert SyntaxGuard(tok, "def f(x):\n    if x:\n        ").repair(_id(tok, "return")) is None
+
+
+class _Mend(_Refuse):
+    def __init__(self, refused, mended):
+        super().__init__(refused)
+        self.mended, self.asked = mended, []
+
+    def repair(self, tid):
+        self.asked.append(tid)
+        return self.mended
+
+
+def test_the_sampler_takes_a_guards_mend_token_by_token():
+    logits = np.array([0.0, 5.0, 4.0, 3.0, 1.0])
+    guard = _Mend({1}, [4, 0, 2])
+    s = Sampler(guard=guard)
+    # the mend's tokens come in turn, whatever the logits say; then choosing resumes
+    assert [s(logits) for _ in range(3)] == [4, 0, 2]
+    assert guard.asked == [1] and guard.taken == [4, 0, 2]
+    guard.refused, guard.mended = set(), None
+    assert s(logits) == 1
+    # no mend: the next choice, as before
+    assert Sampler(guard=_Mend({1, 2}, None))(logits) == 3
+
+
+class _Spelling:
+    active = True
+
+    def allowed(self):
+        return np.arange(5)
+
+    def advance(self, tid):
+        pass
+
+
+def test_no_mend_while_the_healed_lead_is_being_spelt():
+    logits = np.array([0.0, 5.0, 4.0, 3.0, 1.0])
+    guard = _Mend({1}, [4, 0])
+    s = Sampler(guard=guard, constraint=_Spelling())
+    assert s(logits) == 2 and guard.asked == [] and not s.forced
+
+
+def test_the_end_right_after_a_header_is_refused_unless_a_body_follows(tok):
+    from cromwell_lsp.features.syntaxguard import follows
+
+    end = tok.special("endoftext")
+    assert SyntaxGuard(tok, "def f(x):\n    if x:\n", after="").rejects(end)
+    assert SyntaxGuard(tok, "def f(x):\n    if x:\n        ", after="\n    return 1\n").rejects(end)
+    # the text after the cursor holds the body, or nothing is known of it: the end stands
+    assert not SyntaxGuard(tok, "def f(x):\n    if x:\n", after="        y()\n").rejects(end)
+    assert not SyntaxGuard(tok, "def f(x):\n    if x:\n", after="\r\n  # c\r\n\r\n        y()\r\n").rejects(end)
+    assert not SyntaxGuard(tok, "def f(x):\n    if x:\n").rejects(end)
+    # no header pending: the end stands
+    assert not SyntaxGuard(tok, "def f(x):\n    return x\n", after="").rejects(end)
+    assert not SyntaxGuard(tok, "def f(x):\n    return x\n    ", after="").rejects(end)
+    assert follows("  foo()\n") is None and follows("\n\n") == -1 and follows("\n\t\tx\n") == 2

@@ -6,7 +6,8 @@ otherwise softmax(logits / temperature), restricted to the top_k most likely tok
 and to the smallest set whose probability reaches top_p (nucleus), drawn with a seeded
 numpy Generator so a seed reproduces a completion.  Tokens in `banned` (special tokens
 the caller must never emit) get probability zero.  A guard (features.syntaxguard) may
-refuse the chosen token; the next choice of the same distribution is taken instead.
+refuse the chosen token; its mend of the token is taken when it has one (a few tokens,
+forced in turn), else the next choice of the same distribution.
 
 TextStream turns token ids into text pieces for streaming: it holds back a piece while
 it ends in an incomplete UTF-8 sequence (decoded as U+FFFD) or could be the start of a
@@ -45,6 +46,7 @@ class Sampler:
         self.banned = np.array(sorted(set(int(b) for b in banned)), dtype=np.int64)
         self.constraint = constraint  # e.g. healing.LeadConstraint: allowed ids, advance(id)
         self.guard = guard  # e.g. features.syntaxguard.SyntaxGuard: rejects(id), advance(id)
+        self.forced: list[int] = []  # the rest of a guard's mend, taken before any choice
 
     def __call__(self, logits: np.ndarray) -> int:
         tid = self._pick(logits)
@@ -54,6 +56,8 @@ class Sampler:
         return tid
 
     def _pick(self, logits: np.ndarray) -> int:
+        if self.forced:
+            return self.forced.pop(0)
         logits = np.asarray(logits, dtype=np.float64).copy()  # (V,)
         if self.banned.size:
             logits[self.banned[self.banned < logits.size]] = -np.inf
@@ -65,16 +69,26 @@ class Sampler:
             logits[allowed] = keep
         if self.guard is None:
             return self._draw(logits)
-        # The guard refuses a token: the next choice of the same distribution, up to
-        # GUARD_TRIES of them; past that the model's own first choice stands.
+        # The guard refuses a token: its mend when the guard has one (the tokens that
+        # spell the token's text mended, taken in turn), else the next choice of the same
+        # distribution, up to GUARD_TRIES of them; past that the model's own first
+        # choice stands.
         first = tid = self._draw(logits)
-        for _ in range(GUARD_TRIES):
-            if not self.guard.rejects(tid):
-                return tid
+        if not self.guard.rejects(tid):
+            return tid
+        repair = getattr(self.guard, "repair", None)
+        if repair is not None and (self.constraint is None or not self.constraint.active):
+            mended = repair(tid)
+            if mended:
+                self.forced = list(mended[1:])
+                return mended[0]
+        for _ in range(GUARD_TRIES - 1):
             logits[tid] = -np.inf
             if not np.isfinite(logits).any():
                 break
             tid = self._draw(logits)
+            if not self.guard.rejects(tid):
+                return tid
         return first
 
     def _draw(self, logits: np.ndarray) -> int:
