@@ -155,3 +155,37 @@ def test_a_stream_stops_where_the_cut_would_cut():
     # a list still being written is not a loop until STREAM_PIECE_COPIES copies
     assert not _loops("[" + "0, " * (STREAM_PIECE_COPIES - 1) + "0")
     assert _loops("[" + "0, " * STREAM_PIECE_COPIES + "0")
+
+
+@pytest.mark.parametrize("completion, suffix, kept", [
+    # a loop cut or the token limit left a bracket or a string the completion opened
+    ("x = 1\n    y = f(a,\n        b", "", "x = 1"),
+    ('x = 1\n    raise ValueError("no such', "", "x = 1"),
+    # a header left with no body goes, and a header above it left bodiless goes too
+    ("x = 1\n    if x:\n        # a comment", "", "x = 1"),
+    ("x = 1\n    for y in x:\n        if y:\n", "", "x = 1"),
+    ("x = 1\n    if (x and\n            y):", "", "x = 1"),
+    # ...unless the code after the cursor is the header's body
+    ("x = 1\n    if x:\n", "\n        y()\n", "x = 1\n    if x:\n"),
+    ("x = 1\n    if x:\n", "\n    y()\n", "x = 1"),
+    # whole endings, and a lone statement, stay
+    ("x = 1\n    if x:\n        y = 2", "", "x = 1\n    if x:\n        y = 2"),
+    ("return f(a,\n        b", "", "return f(a,\n        b"),
+    ("if x: y()", "", "if x: y()"),
+])
+def test_a_block_completion_ends_where_python_can(completion, suffix, kept):
+    from cromwell_lsp.features.postprocess import drop_open_end
+
+    prefix = "def f(a):\n    "
+    assert drop_open_end(completion, prefix, suffix) == kept
+    # inside a docstring the text before the cursor opened, an apostrophe is no string
+    assert drop_open_end("it's\n    the", 'def f():\n    """', "") == "it's\n    the"
+
+
+def test_finish_never_leaves_a_block_completion_open():
+    from cromwell_lsp.features.postprocess import finish
+
+    raw = "total = 0\n    for x in xs:\n        total += g(x, [1, 2, 3, 4, 5"
+    assert finish(raw, "def f(xs):\n    ", "", python=True) == "total = 0"
+    # other languages are not lexed as Python: the step is Python's alone
+    assert finish(raw, "def f(xs):\n    ", "") == raw

@@ -545,6 +545,38 @@ def test_train_starts_completes_and_pairs_held_out_starts(small_tokenizer, tmp_p
     assert "--out FILE.json" in capsys.readouterr().err
 
 
+def test_train_starts_editor_judges_what_the_server_inserts(small_tokenizer, tmp_path, capsys):
+    """`train starts --editor`: each start judged on the text the server's completer puts
+    in the editor for it (guard on, loops stopped, finished), with the empty ones counted."""
+    import json
+
+    from cromwell_lsp import cli
+    from cromwell_lsp.features.completion import Completer
+    from cromwell_lsp.features.session import Sessions
+    from cromwell_lsp.model import DEFAULT_WEIGHTS as weights
+    from cromwell_lsp.model import CromwellVLJEPA
+    from cromwell_lsp.settings import Settings
+    from cromwell_lsp.training import evaluate
+
+    tok, _ = small_tokenizer
+    corpus = tok.path.parent / "corpus"
+    out = tmp_path / "e.json"
+    assert cli.main(["train", "starts", "--editor", "--weights", str(weights), "--corpus",
+                     str(corpus), "--out", str(out), "--starts", "6", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    rows = json.loads(out.read_text())
+    assert report["editor"] and report["guard"]
+    assert report["all"]["empty"] == sum(r["empty"] for r in rows)
+    model = CromwellVLJEPA.load(weights)
+    settings = Settings(max_tokens=96)
+    for row in rows:
+        completer = Completer(model, Sessions(model.new_cache, budget_bytes=64 << 20))
+        start = row["start"]
+        shown = completer.complete("file:///t.py", start, len(start), settings).text
+        assert row["completion"] == evaluate.judged(start, shown)["completion"]
+        assert row["empty"] == (not shown.strip())
+
+
 @pytest.mark.parametrize("capability, fast", [("AVX512", True), ("AVX2", False),
                                               ("DEFAULT", False)])
 def test_bf16_autocast_only_where_bf16_matmuls_are_fast(monkeypatch, capability, fast):

@@ -125,7 +125,7 @@ def _body(model, session, action, text, settings, cancel) -> Edit | None:
     raw = generate_text(model, session, ids, GenerationConfig(max_tokens=settings.max_tokens),
                         cancel, lead=lead,
                         guard_context=prefix if settings.syntax_guard else None)
-    code = finish(raw, prefix, suffix)
+    code = finish(raw, prefix, suffix, python=True)
     lines = code.split("\n")
     while lines and any(line.strip() for line in lines):  # the longest start that parses
         new = indent + "\n".join(lines) + ("\n" if start == end else "")

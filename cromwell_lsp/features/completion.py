@@ -122,14 +122,16 @@ def healed_prompt(prefix: str, suffix: str, tok, budget: int) -> tuple[list[int]
 
 def generate_text(model, session, prompt_ids, config: GenerationConfig, cancel=None,
                   stats: GenerationStats | None = None, lead: str = "",
-                  stop_loops: bool = False, guard_context: str | None = None) -> str:
+                  stop_loops: bool = False, guard_context: str | None = None,
+                  guard_after: str | None = None) -> str:
     """Raw generated text after prompt_ids, on a session (its cache reused and restored to
     exactly the prompt afterwards).  Never returns special tokens.  `lead`: the text token
     healing took off the prompt's end (heal_prompt); the tokens must spell it first, and
     it is not part of the result.  `stop_loops`: stop as soon as the text loops
     (_loops): the editor is shown only the first copy anyway, and the
     rest would only add decode time.  `guard_context`: the Python text before the cursor
-    (which ends with `lead`); decoding then runs under a SyntaxGuard (syntaxguard)."""
+    (which ends with `lead`); decoding then runs under a SyntaxGuard (syntaxguard), told
+    the text after the cursor when `guard_after` gives it."""
     tok = model.tokenizer
     eot = tok.special("endoftext")
     banned = [i for i in tok.ids.values() if i != eot]
@@ -138,7 +140,7 @@ def generate_text(model, session, prompt_ids, config: GenerationConfig, cancel=N
     guard = None
     if guard_context is not None:
         before = guard_context[:len(guard_context) - len(lead)] if lead else guard_context
-        guard = SyntaxGuard(tok, before, lead)
+        guard = SyntaxGuard(tok, before, lead, guard_after)
     new = session.prepare(prompt_ids)
     text = ""
     try:
@@ -191,8 +193,9 @@ class Completer:
         if ahead is not None:
             return Completion(ahead, 0, True)
         ids, lead = self._prompt(prefix, suffix, settings)
-        guard = (prefix.replace("\r\n", "\n")
-                 if settings.syntax_guard and is_python(uri) else None)
+        guarded = settings.syntax_guard and is_python(uri)
+        guard = prefix.replace("\r\n", "\n") if guarded else None
+        after = suffix if guarded else None
         line_mode = mode(prefix, suffix) == "line"
         config = GenerationConfig(
             max_tokens=settings.max_tokens, stop=("\n",) if line_mode else (),
@@ -202,11 +205,12 @@ class Completer:
         if not settings.kv_cache:
             session.reset()
         raw = generate_text(self.model, session, ids, config, cancel, stats, lead,
-                            stop_loops=True, guard_context=guard)
+                            stop_loops=True, guard_context=guard, guard_after=after)
         if stats.stop_reason == "cancelled":
             return Completion("", session.last_prefill_tokens, False, "cancelled")
         out = finish(raw, prefix, suffix, line_ending(text),
-                     truncated=stats.stop_reason in ("max_tokens", "deadline"))
+                     truncated=stats.stop_reason in ("max_tokens", "deadline"),
+                     python=is_python(uri))
         self._last[uri] = _Suggestion(prefix, suffix, out)
         return Completion(out, session.last_prefill_tokens, False, stats.stop_reason)
 

@@ -15,6 +15,9 @@ Pure functions over text (no model, no LSP), in the order `finish` applies them:
      already has right after the cursor (closing brackets, the next lines);
   5. balance brackets: cut before a closer that nothing opened; in line mode, close
      what the completion opened when the rest of the line does not;
+  5b. in block mode in Python, end where Python can: cut back to the last line break
+     outside the brackets and strings the completion opened and not right after a
+     header with no body (drop_open_end);
   6. the document's line endings.
 Brackets inside strings and comments do not count (a small scanner, not a parser:
 completions are partial code).
@@ -251,11 +254,35 @@ def drop_unfinished(completion: str) -> str:
     return "\n".join(lines[:keep]) if keep > first else completion
 
 
+def drop_open_end(completion: str, prefix: str, suffix: str) -> str:
+    """A block completion cut back to its last line break where Python can stop: not
+    inside a bracket or a string it opened, nor right after a block's header with no body
+    (unless the code after the cursor is deeper than the header); a loop cut or the token
+    limit can stop the model there.  A completion with no such line break stays whole,
+    as drop_unfinished keeps a lone statement.  (The lexer is the syntax guard's, which
+    knows indentation and headers; the completion alone is lexed first, and the text
+    before the cursor only when that alone does not end whole.)"""
+    from .syntaxguard import LexState, follows, lex, whole
+
+    if whole(completion, LexState(), None) and whole(completion + "\n", LexState(), None):
+        return completion  # (a header at its end is judged below, at its real column)
+    after = follows(suffix)
+    base = lex(prefix)
+    if whole(completion, base, after) and whole(completion + "\n", base, after):
+        return completion
+    for end in range(len(completion) - 1, 0, -1):
+        if completion[end] == "\n" and completion[:end].strip() \
+                and whole(completion[:end + 1], base, after):
+            return completion[:end].rstrip()
+    return completion
+
+
 def finish(completion: str, prefix: str, suffix: str, document_ending: str = "\n",
-           truncated: bool = False) -> str:
+           truncated: bool = False, python: bool = False) -> str:
     """The text an editor inserts at the cursor, from raw model output (see the module
     docstring for the steps).  `truncated`: the token limit (or the deadline) stopped the
-    generation, so its last statement may be unfinished."""
+    generation, so its last statement may be unfinished.  `python`: the document is
+    Python source (step 5b lexes it as such)."""
     completion = completion.replace("\r\n", "\n").replace("\r", "\n")
     prefix = prefix.replace("\r\n", "\n").replace("\r", "\n")
     suffix = suffix.replace("\r\n", "\n").replace("\r", "\n")
@@ -265,5 +292,7 @@ def finish(completion: str, prefix: str, suffix: str, document_ending: str = "\n
     text = cut_repetition(cut_block(completion, prefix, line_mode))
     text = trim_suffix_overlap(text, suffix)
     text = balance_brackets(text, prefix, suffix, line_mode)
+    if python and not line_mode:
+        text = drop_open_end(text, prefix, suffix)
     text = re.sub(r"[ \t]+$", "", text, flags=re.M) if "\n" in text else text.rstrip("\n")
     return with_line_ending(text, document_ending)
