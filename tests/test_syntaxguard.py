@@ -221,49 +221,42 @@ def _spelt(tok, ids) -> str:
     return b"".join(tok.vocab_bytes()[i] for i in ids).decode("utf-8")
 
 
-def test_a_refused_header_colon_is_mended_with_the_brackets_it_left_open(tok):
-    g = SyntaxGuard(tok, "def f(x):\n    if not isinstance(x, (int, str")
-    assert _spelt(tok, g.repair(_id(tok, "):"))) == ")):"
-    g = SyntaxGuard(tok, "def f(xs):\n    for i in sorted(range(len(xs")
-    assert _spelt(tok, g.repair(_id(tok, ":"))) == "))):"
-    # an outer square bracket closes too, innermost first
-    g = SyntaxGuard(tok, "def f(xs):\n    while xs[g(1")
-    assert _spelt(tok, g.repair(_id(tok, ":"))) == ")]:"
-    # the mended text breaks no rule: fed on, the guard accepts it and the header ends
+@pytest.mark.parametrize("context, piece, mended", [
+    # rule 2: the colon gets the brackets its header left open, innermost first
+    ("def f(x):\n    if not isinstance(x, (int, str", "):", ")):"),
+    ("def f(xs):\n    for i in sorted(range(len(xs", ":", "))):"),
+    ("def f(xs):\n    while xs[g(1", ":", ")]:"),
+    # rule 3: a body line at its header's depth or shallower goes one level deeper
+    ("def f(x):\n    if x:\n    ", "return", "    return"),
+    ("def f(x):\n    if x:\n   ", " return", "     return"),  # blanks in two tokens
+    ("def f(x):\n    if x:\n  ", " return", "      return"),  # to column 8
+    # ...and a clause that goes on the statement would close the empty block: `pass`
+    ("def f(x):\n    if x:\n    ", "else", "    pass\n    else"),
+    # rule 4: the string's quote before the line break; rule 5: the header's colon
+    ('def f(x):\n    raise ValueError("no such', "\n   ", '"\n   '),
+    ("def f(x):\n    if x and g(x)", "\n   ", ":\n   "),
+    # rule 7: a closer with none open is left out
+    ("def f(x):\n    return g(x)", "):", ":"),
+])
+def test_a_refused_token_is_mended_as_a_developer_would(tok, context, piece, mended):
+    assert _spelt(tok, SyntaxGuard(tok, context).repair(_id(tok, piece))) == mended
+
+
+def test_a_mend_breaks_no_rule_and_the_guard_follows_it(tok):
     ids = SyntaxGuard(tok, "def f(x):\n    if g(x").repair(_id(tok, ":"))
     g = SyntaxGuard(tok, "def f(x):\n    if g(x")
     for tid in ids:
         assert not g.rejects(tid)
         g.advance(tid)
     assert g.text == "):" and g.now.stack == []
-
-
-def test_a_refused_body_line_is_mended_one_level_deeper_than_its_header(tok):
-    g = SyntaxGuard(tok, "def f(x):\n    if x:\n    ")
-    assert _spelt(tok, g.repair(_id(tok, "return"))) == "    return"
-    g = SyntaxGuard(tok, "def f(x):\n    if x:\n   ")  # the line's blanks in two tokens
-    assert _spelt(tok, g.repair(_id(tok, " return"))) == "     return"
-    g = SyntaxGuard(tok, "def f(x):\n    if x:\n  ")  # shallower than the header
-    assert _spelt(tok, g.repair(_id(tok, " return"))) == "      return"  # column 8
-    # a clause that goes on the statement would close the empty block: `pass` fills it
-    g = SyntaxGuard(tok, "def f(x):\n    if x:\n    ")
-    assert _spelt(tok, g.repair(_id(tok, "else"))) == "    pass\n    else"
+    # a comment ends the line: a colon after it would be in the comment, so no mend
+    assert SyntaxGuard(tok, "if x  # c").repair(_id(tok, "\n   ")) is None
     # code indented with tabs is not mended with spaces
     assert SyntaxGuard(tok, "def f(x):\n\tif x:\n\t").repair(_id(tok, "return")) is None
 
 
-def test_a_broken_string_or_header_is_mended_before_its_line_break(tok):
-    g = SyntaxGuard(tok, 'def f(x):\n    raise ValueError("no such')
-    assert _spelt(tok, g.repair(_id(tok, "\n   "))) == '"\n   '
-    g = SyntaxGuard(tok, "def f(x):\n    if x and g(x)")
-    assert _spelt(tok, g.repair(_id(tok, "\n   "))) == ":\n   "
-    # a comment ends the line: a colon after it would be in the comment, so no mend
-    assert SyntaxGuard(tok, "if x  # c").repair(_id(tok, "\n   ")) is None
-
-
 def test_a_closing_bracket_with_no_open_one_is_left_out(tok):
     g = SyntaxGuard(tok, "def f(x):\n    return g(x)")
-    assert _spelt(tok, g.repair(_id(tok, "):"))) == ":"
     assert g.repair(_id(tok, ")")) == []  # nothing left: the next choice is taken
     # only when the lexer saw the whole text before the cursor: a longer one may have
     # opened the bracket before the part lexed
