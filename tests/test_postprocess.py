@@ -168,10 +168,18 @@ def test_a_stream_stops_where_the_cut_would_cut():
     # ...unless the code after the cursor is the header's body
     ("x = 1\n    if x:\n", "\n        y()\n", "x = 1\n    if x:\n"),
     ("x = 1\n    if x:\n", "\n    y()\n", "x = 1"),
-    # whole endings, and a lone statement, stay
+    # whole endings stay
     ("x = 1\n    if x:\n        y = 2", "", "x = 1\n    if x:\n        y = 2"),
-    ("return f(a,\n        b", "", "return f(a,\n        b"),
     ("if x: y()", "", "if x: y()"),
+    # a lone statement left open gets its quote and brackets when its end can close...
+    ("return f(a,\n        b", "", "return f(a,\n        b)"),
+    ("return f(g(a, [1,", "", "return f(g(a, [1,]))"),
+    ('raise ValueError("no such', "", 'raise ValueError("no such")'),
+    # ...and stays as it is where closing would not make code (an operator, a comment)
+    ("return f(a +", "", "return f(a +"),
+    ("if g(x, (1, 2", "", "if g(x, (1, 2"),  # a header would still want its colon
+    ("x = 1\n    if g(x", "", "x = 1"),
+    ("return f(a,  # note", "", "return f(a,  # note"),
 ])
 def test_a_block_completion_ends_where_python_can(completion, suffix, kept):
     from cromwell_lsp.features.postprocess import drop_open_end

@@ -17,7 +17,8 @@ Pure functions over text (no model, no LSP), in the order `finish` applies them:
      what the completion opened when the rest of the line does not;
   5b. in block mode in Python, end where Python can: cut back to the last line break
      outside the brackets and strings the completion opened and not right after a
-     header with no body (drop_open_end);
+     header with no body; a lone statement left open gets its quote and closing
+     brackets when its end allows (drop_open_end);
   6. the document's line endings.
 Brackets inside strings and comments do not count (a small scanner, not a parser:
 completions are partial code).
@@ -258,10 +259,12 @@ def drop_open_end(completion: str, prefix: str, suffix: str) -> str:
     """A block completion cut back to its last line break where Python can stop: not
     inside a bracket or a string it opened, nor right after a block's header with no body
     (unless the code after the cursor is deeper than the header); a loop cut or the token
-    limit can stop the model there.  A completion with no such line break stays whole,
-    as drop_unfinished keeps a lone statement.  (The lexer is the syntax guard's, which
-    knows indentation and headers; the completion alone is lexed first, and the text
-    before the cursor only when that alone does not end whole.)"""
+    limit can stop the model there.  A completion with no such line break, a lone
+    statement left open, gets the quote and the closing brackets it opened when its last
+    code can end an argument list (`f(a, b` -> `f(a, b)`, not `f(a +`); else it stays as
+    drop_unfinished keeps it.  (The lexer is the syntax guard's, which knows indentation
+    and headers; the completion alone is lexed first, and the text before the cursor only
+    when that alone does not end whole.)"""
     from .syntaxguard import LexState, follows, lex, whole
 
     if whole(completion, LexState(), None) and whole(completion + "\n", LexState(), None):
@@ -274,7 +277,27 @@ def drop_open_end(completion: str, prefix: str, suffix: str) -> str:
         if completion[end] == "\n" and completion[:end].strip() \
                 and whole(completion[:end + 1], base, after):
             return completion[:end].rstrip()
+    closed = _closed(completion.rstrip(" \t"), base)
+    if closed is not None and whole(closed, base, after) and whole(closed + "\n", base, after):
+        return closed
     return completion
+
+
+def _closed(text: str, base) -> str | None:
+    """text with the string and the brackets it opened (after the state `base`) closed,
+    or None when its last code cannot end an argument list or nothing is open."""
+    from .syntaxguard import CLOSES, scan
+
+    st = base.copy()
+    scan(text, st)
+    if st.comment or (base.quote and st.quote):
+        return None
+    if st.quote:
+        text, st.last = text + st.quote, st.quote[-1]
+    opened = st.stack[len(base.stack):]
+    if not opened or not (st.last.isalnum() or st.last in "_'\")]},([{"):
+        return None
+    return text + "".join(CLOSES[b] for b, _ in reversed(opened))
 
 
 def finish(completion: str, prefix: str, suffix: str, document_ending: str = "\n",

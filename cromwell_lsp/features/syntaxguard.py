@@ -249,12 +249,14 @@ def lex(context: str, start: int | None = None) -> LexState:
 
 def whole(text: str, base: LexState, after_indent: int | None) -> bool:
     """Could a block completion end after `text` (lexed on from `base`, the state after
-    the text before it)?  Not inside a bracket or a string the text opened, nor right
-    after a block's header unless the code after the cursor (`after_indent`, see
-    follows) is deeper than that header."""
+    the text before it)?  Not inside a bracket or a string the text opened, nor in a
+    header's line with no colon yet, nor right after a block's header unless the code
+    after the cursor (`after_indent`, see follows) is deeper than that header."""
     st = base.copy()
     scan(text, st)
     if len(st.stack) > len(base.stack) or (st.quote and not base.quote):
+        return False
+    if st.compound and not st.colon:
         return False
     if st.start and st.body is not None:
         return after_indent is not None and after_indent > st.body
