@@ -327,3 +327,39 @@ def test_the_end_right_after_a_header_is_refused_unless_a_body_follows(tok):
     assert not SyntaxGuard(tok, "def f(x):\n    return x\n", after="").rejects(end)
     assert not SyntaxGuard(tok, "def f(x):\n    return x\n    ", after="").rejects(end)
     assert follows("  foo()\n") is None and follows("\n\n") == -1 and follows("\n\t\tx\n") == 2
+
+
+def test_the_lexer_cache_follows_typing_and_lexes_anew_after_an_edit_above():
+    from cromwell_lsp.features.syntaxguard import CONTEXT, LexCache, lex
+
+    with open(os.path.join(os.path.dirname(os.__file__), "argparse.py"), encoding="utf-8") as fh:
+        src = fh.read()[:3 * CONTEXT]
+    cache = LexCache()
+    # typed a piece at a time past CONTEXT: each state is the whole text's, lexed exactly
+    for end in range(0, len(src), 997):
+        want = LexState(exact=True)
+        scan(src[:end], want)
+        assert cache.state("a.py", src[:end]) == want
+    # an edit above the cursor: lexed anew from the window, as without the cache
+    edited = "x = (\n" + src[:CONTEXT // 2]
+    assert cache.state("a.py", edited) == lex(edited)
+    # documents are kept apart, and forgotten
+    assert cache.state("b.py", "if f(") == lex("if f(")
+    cache.forget("a.py")
+    assert "a.py" not in cache._heads and "b.py" in cache._heads
+
+
+def test_the_completer_keeps_the_guards_lexer_state_per_document():
+    from cromwell_lsp.features.completion import Completer
+    from cromwell_lsp.features.session import Sessions
+    from cromwell_lsp.model import CromwellVLJEPA
+    from cromwell_lsp.settings import Settings
+
+    model = CromwellVLJEPA.load()
+    completer = Completer(model, Sessions(model.new_cache, budget_bytes=64 << 20))
+    text = "def add(a, b):\n    return a + b\n\n\ndef sub(a, b):\n    "
+    completer.complete("file:///m.py", text, len(text), Settings(max_tokens=8))
+    completer.complete("file:///m.txt", text, len(text), Settings(max_tokens=8))
+    assert list(completer._lexed._heads) == ["file:///m.py"]  # Python documents only
+    completer.forget("file:///m.py")
+    assert not completer._lexed._heads

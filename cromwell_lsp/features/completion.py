@@ -34,7 +34,7 @@ from ..model.sampling import SamplingParams, TextStream
 from ..positions import line_ending
 from .postprocess import finish, line_loop_end, mode, piece_loop_end
 from .session import common_prefix
-from .syntaxguard import SyntaxGuard, is_python
+from .syntaxguard import LexCache, SyntaxGuard, is_python
 
 ANSWER_MARGIN = 8  # tokens kept free past max_tokens within max_seq_len
 PREFILL_CHUNK = 64  # tokens per forward call of an idle pre-fill (a cancel point each)
@@ -123,7 +123,7 @@ def healed_prompt(prefix: str, suffix: str, tok, budget: int) -> tuple[list[int]
 def generate_text(model, session, prompt_ids, config: GenerationConfig, cancel=None,
                   stats: GenerationStats | None = None, lead: str = "",
                   stop_loops: bool = False, guard_context: str | None = None,
-                  guard_after: str | None = None) -> str:
+                  guard_after: str | None = None, guard_base=None) -> str:
     """Raw generated text after prompt_ids, on a session (its cache reused and restored to
     exactly the prompt afterwards).  Never returns special tokens.  `lead`: the text token
     healing took off the prompt's end (heal_prompt); the tokens must spell it first, and
@@ -131,7 +131,8 @@ def generate_text(model, session, prompt_ids, config: GenerationConfig, cancel=N
     (_loops): the editor is shown only the first copy anyway, and the
     rest would only add decode time.  `guard_context`: the Python text before the cursor
     (which ends with `lead`); decoding then runs under a SyntaxGuard (syntaxguard), told
-    the text after the cursor when `guard_after` gives it."""
+    the text after the cursor when `guard_after` gives it, and the lexer's state after
+    the text before the lead when `guard_base` gives it (a LexCache's)."""
     tok = model.tokenizer
     eot = tok.special("endoftext")
     banned = [i for i in tok.ids.values() if i != eot]
@@ -140,7 +141,7 @@ def generate_text(model, session, prompt_ids, config: GenerationConfig, cancel=N
     guard = None
     if guard_context is not None:
         before = guard_context[:len(guard_context) - len(lead)] if lead else guard_context
-        guard = SyntaxGuard(tok, before, lead, guard_after)
+        guard = SyntaxGuard(tok, before, lead, guard_after, guard_base)
     new = session.prepare(prompt_ids)
     text = ""
     try:
@@ -186,6 +187,7 @@ class Completer:
     def __init__(self, model, sessions):
         self.model, self.sessions = model, sessions
         self._last: dict[str, _Suggestion] = {}
+        self._lexed = LexCache()  # the syntax guard's lexer state per document
 
     def complete(self, uri: str, text: str, offset: int, settings, cancel=None) -> Completion:
         prefix, suffix = text[:offset], text[offset:]
@@ -196,6 +198,7 @@ class Completer:
         guarded = settings.syntax_guard and is_python(uri)
         guard = prefix.replace("\r\n", "\n") if guarded else None
         after = suffix if guarded else None
+        base = self._lexed.state(uri, guard[:len(guard) - len(lead)]) if guarded else None
         line_mode = mode(prefix, suffix) == "line"
         config = GenerationConfig(
             max_tokens=settings.max_tokens, stop=("\n",) if line_mode else (),
@@ -205,7 +208,8 @@ class Completer:
         if not settings.kv_cache:
             session.reset()
         raw = generate_text(self.model, session, ids, config, cancel, stats, lead,
-                            stop_loops=True, guard_context=guard, guard_after=after)
+                            stop_loops=True, guard_context=guard, guard_after=after,
+                            guard_base=base)
         if stats.stop_reason == "cancelled":
             return Completion("", session.last_prefill_tokens, False, "cancelled")
         out = finish(raw, prefix, suffix, line_ending(text),
@@ -255,4 +259,5 @@ class Completer:
 
     def forget(self, uri: str) -> None:
         self._last.pop(uri, None)
+        self._lexed.forget(uri)
         self.sessions.close(uri)

@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from ..model.healing import vocab_index
@@ -247,6 +248,39 @@ def lex(context: str, start: int | None = None) -> LexState:
     return st
 
 
+class LexCache:
+    """The lexer's state after the text before the cursor, kept per document: typing only
+    appends, so a request lexes on from the last line start the previous one lexed
+    instead of lexing up to CONTEXT characters again.  A text before the cursor that does
+    not begin with that line (an edit above it, a deletion) or that appended more than
+    CONTEXT characters is lexed anew from its window.  A state lexed from the document's
+    start stays exact as the document grows past CONTEXT."""
+
+    def __init__(self, documents: int = 64):
+        self.documents = documents
+        self._heads: OrderedDict[str, tuple[str, LexState]] = OrderedDict()
+
+    def state(self, key: str, context: str) -> LexState:
+        head = context[:context.rfind("\n") + 1]
+        known = self._heads.get(key)
+        if (known is not None and head.startswith(known[0])
+                and len(head) - len(known[0]) <= CONTEXT):
+            st = known[1].copy()
+            scan(head[len(known[0]):], st)
+        else:
+            st = lex(head)
+        self._heads[key] = (head, st)
+        self._heads.move_to_end(key)
+        while len(self._heads) > self.documents:
+            self._heads.popitem(last=False)
+        st = st.copy()
+        scan(context[len(head):], st)
+        return st
+
+    def forget(self, key: str) -> None:
+        self._heads.pop(key, None)
+
+
 def whole(text: str, base: LexState, after_indent: int | None) -> bool:
     """Could a block completion end after `text` (lexed on from `base`, the state after
     the text before it)?  Not inside a bracket or a string the text opened, nor in a
@@ -271,12 +305,14 @@ def is_python(uri: str) -> bool:
 class SyntaxGuard:
     """For one completion: `context` is the text before the generated tokens (the cursor's
     prefix less the text token healing re-spells), `lead` that re-spelt text, which is the
-    developer's and never judged; `after`, when given, the text after the cursor (rule 6).
+    developer's and never judged; `after`, when given, the text after the cursor (rule 6);
+    `base`, when given, the lexer's state after `context` (from a LexCache).
     rejects(id) asks about a token; repair(id) mends a refused one; advance(id) takes one.
     A token is lexed only when it could break a rule: it holds a bracket, a colon or a
     line break, or the text so far ends at a new line's indentation after a header."""
 
-    def __init__(self, tok, context: str, lead: str = "", after: str | None = None):
+    def __init__(self, tok, context: str, lead: str = "", after: str | None = None,
+                 base: LexState | None = None):
         self.tok = tok
         self.end = tok.special("endoftext")
         self.after = follows(after)  # rule 6; `after`: the text after the cursor
@@ -284,7 +320,7 @@ class SyntaxGuard:
         start = _window(context)
         # code indented with tabs gets no mended indentation (spaces would mix with them)
         self.tabs = "\t" in context[start:]
-        self.base = lex(context, start)
+        self.base = lex(context, start) if base is None else base  # (a LexCache's)
         self.lead = len(lead)
         self.text = ""        # what the tokens taken so far spell
         self.now = self.base  # the lexer's state after it
