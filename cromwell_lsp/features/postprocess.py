@@ -265,7 +265,7 @@ def drop_open_end(completion: str, prefix: str, suffix: str) -> str:
     drop_unfinished keeps it.  (The lexer is the syntax guard's, which knows indentation
     and headers; the completion alone is lexed first, and the text before the cursor only
     when that alone does not end whole.)"""
-    from .syntaxguard import LexState, follows, lex, whole
+    from .syntaxguard import LexState, ends_whole, follows, lex, scan, whole
 
     if whole(completion, LexState(), None) and whole(completion + "\n", LexState(), None):
         return completion  # (a header at its end is judged below, at its real column)
@@ -273,10 +273,14 @@ def drop_open_end(completion: str, prefix: str, suffix: str) -> str:
     base = lex(prefix)
     if whole(completion, base, after) and whole(completion + "\n", base, after):
         return completion
-    for end in range(len(completion) - 1, 0, -1):
-        if completion[end] == "\n" and completion[:end].strip() \
-                and whole(completion[:end + 1], base, after):
-            return completion[:end].rstrip()
+    st, done, cut = base.copy(), 0, None  # one pass: the last line break that ends whole
+    for end in (i for i, c in enumerate(completion) if c == "\n"):
+        scan(completion[done:end + 1], st)
+        done = end + 1
+        if ends_whole(st, base, after) and completion[:end].strip():
+            cut = end
+    if cut is not None:
+        return completion[:cut].rstrip()
     closed = _closed(completion.rstrip(" \t"), base)
     if closed is not None and whole(closed, base, after) and whole(closed + "\n", base, after):
         return closed

@@ -288,6 +288,11 @@ def whole(text: str, base: LexState, after_indent: int | None) -> bool:
     after the cursor (`after_indent`, see follows) is deeper than that header."""
     st = base.copy()
     scan(text, st)
+    return ends_whole(st, base, after_indent)
+
+
+def ends_whole(st: LexState, base: LexState, after_indent: int | None) -> bool:
+    """whole's test on the state `st` the text left (lexed on from `base`)."""
     if len(st.stack) > len(base.stack) or (st.quote and not base.quote):
         return False
     if st.compound and not st.colon:
