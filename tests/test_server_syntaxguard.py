@@ -4,6 +4,7 @@ the editor gets a block that parses; with `syntaxGuard: false` it gets the model
 block, which does not."""
 import ast
 
+import pytest
 import pytest_lsp
 from lsprotocol import types as T
 from pytest_lsp import LanguageClient
@@ -47,3 +48,5 @@ async def test_the_guard_turns_a_broken_header_into_one_that_parses(client: Lang
     at = _colon_in_bracket(own)
     assert at is not None and (START + own)[at] == ":", own
     assert own != guarded
+    with pytest.raises(SyntaxError):
+        ast.parse(START + own)
