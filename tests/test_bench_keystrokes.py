@@ -18,10 +18,24 @@ def test_stretch_starts_on_code_in_the_middle():
     assert text[start:end] == "b = " and stretch(text, 100)[1] == len(text)
 
 
-def test_bench_keystrokes_json(tiny_model_path):  # noqa: F811
+# a file of its own to type (the default, one of the project's sources, moves its middle
+# whenever that source is edited, and with it how many keystrokes ask for a completion)
+TYPED = "".join(
+    f"def step_{i}(items, rate):\n"
+    f"    \"\"\"Scale each item by the rate ({i}).\"\"\"\n"
+    f"    scaled = [item * rate + {i} for item in items]\n"
+    f"    return sum(scaled) / max(1, len(scaled))\n\n\n" for i in range(12))
+
+
+def test_bench_keystrokes_json(tiny_model_path, tmp_path):  # noqa: F811
+    typed = tmp_path / "typed.py"
+    typed.write_text(TYPED)
+    start, end = stretch(TYPED, 12)
+    assert TYPED[start:end] == "def step_6(i"  # 12 keystrokes, each with code before it
     proc = subprocess.run(
         [sys.executable, "-m", "cromwell_lsp", "bench", "keystrokes", "--json", "--chars", "12",
-         "--model", str(tiny_model_path), "--threads", "1", "--max-tokens", "2"],
+         "--model", str(tiny_model_path), "--threads", "1", "--max-tokens", "2",
+         "--file", str(typed)],
         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": ROOT}, timeout=240)
     assert proc.returncode == 0, proc.stderr
     got = json.loads(proc.stdout)
