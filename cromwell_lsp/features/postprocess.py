@@ -267,11 +267,11 @@ def drop_open_end(completion: str, prefix: str, suffix: str) -> str:
     when that alone does not end whole.)"""
     from .syntaxguard import LexState, ends_whole, follows, lex, scan, whole
 
-    if whole(completion, LexState(), None) and whole(completion + "\n", LexState(), None):
+    if whole(completion, LexState(), None):
         return completion  # (a header at its end is judged below, at its real column)
     after = follows(suffix)
     base = lex(prefix)
-    if whole(completion, base, after) and whole(completion + "\n", base, after):
+    if whole(completion, base, after):
         return completion
     st, done, cut = base.copy(), 0, None  # one pass: the last line break that ends whole
     for end in (i for i, c in enumerate(completion) if c == "\n"):
@@ -282,7 +282,7 @@ def drop_open_end(completion: str, prefix: str, suffix: str) -> str:
     if cut is not None:
         return completion[:cut].rstrip()
     closed = _closed(completion.rstrip(" \t"), base)
-    if closed is not None and whole(closed, base, after) and whole(closed + "\n", base, after):
+    if closed is not None and whole(closed, base, after):
         return closed
     return completion
 

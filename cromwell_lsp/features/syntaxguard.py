@@ -281,13 +281,25 @@ class LexCache:
         self._heads.pop(key, None)
 
 
+def body_pending(st: LexState, after_indent: int | None) -> bool:
+    """Does the text that left state `st` end right after a block's header, with no body
+    yet and none in the code after the cursor (`after_indent`, see follows; None: no
+    code after it is known)?"""
+    return (st.start and st.body is not None
+            and not (after_indent is not None and after_indent > st.body))
+
+
 def whole(text: str, base: LexState, after_indent: int | None) -> bool:
     """Could a block completion end after `text` (lexed on from `base`, the state after
-    the text before it)?  Not inside a bracket or a string the text opened, nor in a
-    header's line with no colon yet, nor right after a block's header unless the code
-    after the cursor (`after_indent`, see follows) is deeper than that header."""
+    the text before it), as it is and with its line ended?  Not inside a bracket or a
+    string the text opened, nor in a header's line with no colon yet, nor right after a
+    block's header with no body (body_pending).  One lex of the text serves both."""
     st = base.copy()
     scan(text, st)
+    if not ends_whole(st, base, after_indent):
+        return False
+    st = st.copy()
+    scan("\n", st)
     return ends_whole(st, base, after_indent)
 
 
@@ -297,9 +309,7 @@ def ends_whole(st: LexState, base: LexState, after_indent: int | None) -> bool:
         return False
     if st.compound and not st.colon:
         return False
-    if st.start and st.body is not None:
-        return after_indent is not None and after_indent > st.body
-    return True
+    return not body_pending(st, after_indent)
 
 
 def is_python(uri: str) -> bool:
@@ -343,9 +353,8 @@ class SyntaxGuard:
 
     def rejects(self, tid: int) -> bool:
         if tid == self.end:  # rule 6
-            st = self.now
-            return (self.after is not None and st.start and st.body is not None
-                    and self.after <= st.body and len(self.text) >= self.lead)
+            return (self.after is not None and body_pending(self.now, self.after)
+                    and len(self.text) >= self.lead)
         piece = self._piece(tid)
         if not (any(c in piece for c in ")]}:\n") or (self.now.start and self.now.body is not None)):
             return False
