@@ -197,3 +197,52 @@ def test_finish_never_leaves_a_block_completion_open():
     assert finish(raw, "def f(xs):\n    ", "", python=True) == "total = 0"
     # other languages are not lexed as Python: the step is Python's alone
     assert finish(raw, "def f(xs):\n    ", "") == raw
+
+
+@pytest.mark.parametrize("completion, prefix, suffix, kept", [
+    # a line Python rejects: the completion goes back to the lines before it
+    ('y = x + 1\n    if not in [""]:\n        return y', "def f(x):\n    ", "", "y = x + 1"),
+    ("y = x\n    try:\n        y = g(y)", "def f(x):\n    ", "", "y = x"),
+    # completions that parse stay, the code after the cursor up to the next def included
+    ("y = x + 1\n    return y", "def f(x):\n    ", "\n\ndef g():\n    pass\n",
+     "y = x + 1\n    return y"),
+    ("return self.x", "class A:\n    def f(self):\n        ",
+     "\n\n    def g(self):\n        pass\n", "return self.x"),
+    # code that only this completion breaks, below the cursor: the completion is cut
+    ("y = x\n    return y\n  z = 2", "def f(x):\n    ", "\n\ndef g():\n    pass\n",
+     "y = x\n    return y"),
+    # the code before the cursor does not parse: nothing can be told, the text stays
+    ('y = x + 1\n    if not in [""]:', "def f(x:\n    ", "", 'y = x + 1\n    if not in [""]:'),
+    # nor when no start of the completion parses (the code after it is broken)
+    ("y = x\n    if not in y:", "def f(x):\n    ", "\n    return y +\n",
+     "y = x\n    if not in y:"),
+    # the code before the last top-level def is not parsed: it may be half written
+    ("y = x\n    if not in y:\n        pass", "x = (\n\ndef f(x):\n    ", "", "y = x"),
+])
+def test_a_block_completion_keeps_the_code_around_it_parsing(completion, prefix, suffix, kept):
+    from cromwell_lsp.features.postprocess import keep_parsing
+
+    assert keep_parsing(completion, prefix, suffix) == kept
+
+
+def test_keep_parsing_looks_no_further_than_its_window():
+    from cromwell_lsp.features.postprocess import WINDOW, keep_parsing, parse_window
+
+    long_body = "    x = 1\n" * (WINDOW // 10 + 1)
+    prefix = "def f(x):\n" + long_body + "    "
+    assert parse_window(prefix, "") is None  # the def is out of reach
+    assert keep_parsing("y = 1\n    if not in y:", prefix, "") == "y = 1\n    if not in y:"
+    assert parse_window("def f(x):\n    ", "\n" + long_body) is None
+    # a script with no def at all is parsed from its start
+    assert parse_window("import os\nfor x in y:\n    ", "\nprint(1)\n") == (
+        "import os\nfor x in y:\n    ", "\nprint(1)\n")
+
+
+def test_finish_keeps_a_python_block_parsing_and_leaves_other_languages():
+    from cromwell_lsp.features.postprocess import finish
+
+    raw = 'total = 0\n    if not in [""]:\n        total += 1'
+    assert finish(raw, "def f(xs):\n    ", "", python=True) == "total = 0"
+    assert finish(raw, "def f(xs):\n    ", "") == raw
+    # in line mode (code before the cursor on its line) the step does not apply
+    assert finish("1 +", "def f(xs):\n    return ", "", python=True) == "1 +"

@@ -19,6 +19,10 @@ Pure functions over text (no model, no LSP), in the order `finish` applies them:
      outside the brackets and strings the completion opened and not right after a
      header with no body; a lone statement left open gets its quote and closing
      brackets when its end allows (drop_open_end);
+  5c. in block mode in Python, when the code around the cursor (from the last top-level
+     `def`, `class` or decorator before it to the next one after it) does not parse with
+     the completion, and Python's error is not above the cursor, cut the completion back
+     to its longest whole-line start with which it parses (keep_parsing);
   6. the document's line endings.
 Brackets inside strings and comments do not count (a small scanner, not a parser:
 completions are partial code).
@@ -304,6 +308,71 @@ def _closed(text: str, base) -> str | None:
     return text + "".join(CLOSES[b] for b, _ in reversed(opened))
 
 
+# a top-level line that begins a statement code around the cursor can be parsed from
+_ANCHOR = re.compile(r"^(?:@|(?:async[ \t]+)?def\b|class\b)", re.M)
+WINDOW = 40_000  # characters on each side of the cursor keep_parsing may parse
+CUTS = 16        # line breaks of a completion keep_parsing tries, from its end
+
+
+def parse_window(prefix: str, suffix: str) -> tuple[str, str] | None:
+    """The code around the cursor that Python can parse on its own: from the last line
+    before the cursor that begins a top-level `def`, `class` or decorator (the text's
+    start when there is none) to the next such line after it (the text's end); None
+    when either end lies more than WINDOW characters away."""
+    far = max(len(prefix) - WINDOW, 0)
+    if far:
+        far = prefix.find("\n", far) + 1
+        if not far:
+            return None
+    head = None
+    for head in _ANCHOR.finditer(prefix, far):
+        pass
+    if head is None and far:
+        return None
+    tail = _ANCHOR.search(suffix, 1)  # (the suffix's own start is the cursor's line)
+    end = tail.start() if tail else len(suffix)
+    if end > WINDOW:
+        return None
+    return prefix[head.start() if head else 0:], suffix[:end]
+
+
+def _error_line(code: str) -> int | None:
+    """The 1-based line of the syntax error Python reports in code, None when it parses."""
+    import ast
+
+    try:
+        ast.parse(code)
+    except SyntaxError as err:
+        return err.lineno or 1
+    except (ValueError, RecursionError, MemoryError):
+        return 1
+    return None
+
+
+def keep_parsing(completion: str, prefix: str, suffix: str) -> str:
+    """A Python block completion that breaks the code around the cursor (parse_window)
+    cut back to the longest start, ending at one of its line breaks, with which that code
+    parses: `y = x + 1` / `if not in [""]:` keeps `y = x + 1`.  Left as it is when it
+    parses, when none of its starts does (the code after the cursor may be broken
+    itself), and when Python's error lies above the cursor (the developer's code there
+    does not parse, so nothing can be told from it)."""
+    if not completion.strip():
+        return completion
+    window = parse_window(prefix, suffix)
+    if window is None:
+        return completion
+    head, tail = window
+    line = _error_line(head + completion + tail)
+    if line is None or line <= head.count("\n"):
+        return completion
+    breaks = [i for i, c in enumerate(completion) if c == "\n"][-CUTS:]
+    for i in reversed(breaks):
+        cut = completion[:i].rstrip()
+        if cut.strip() and _error_line(head + cut + tail) is None:
+            return cut
+    return completion
+
+
 def finish(completion: str, prefix: str, suffix: str, document_ending: str = "\n",
            truncated: bool = False, python: bool = False) -> str:
     """The text an editor inserts at the cursor, from raw model output (see the module
@@ -320,6 +389,6 @@ def finish(completion: str, prefix: str, suffix: str, document_ending: str = "\n
     text = trim_suffix_overlap(text, suffix)
     text = balance_brackets(text, prefix, suffix, line_mode)
     if python and not line_mode:
-        text = drop_open_end(text, prefix, suffix)
+        text = keep_parsing(drop_open_end(text, prefix, suffix), prefix, suffix)
     text = re.sub(r"[ \t]+$", "", text, flags=re.M) if "\n" in text else text.rstrip("\n")
     return with_line_ending(text, document_ending)
