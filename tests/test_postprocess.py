@@ -233,9 +233,16 @@ def test_keep_parsing_looks_no_further_than_its_window():
     assert parse_window(prefix, "") is None  # the def is out of reach
     assert keep_parsing("y = 1\n    if not in y:", prefix, "") == "y = 1\n    if not in y:"
     assert parse_window("def f(x):\n    ", "\n" + long_body) is None
+    # the code after the cursor is parsed to the end of the cursor's block
+    assert parse_window("class A:\n    def f(self):\n        ",
+                        "\n        return 1\n    # note\n    def g(self):\n        pass\n") == (
+        "class A:\n    def f(self):\n        ", "\n        return 1\n    # note\n")
+    assert parse_window("if x:\n\tif y:\n\t\t", "\n\t\tz\n\telse:\n\t\tpass\n") == (
+        "if x:\n\tif y:\n\t\t", "\n\t\tz\n")
     # a script with no def at all is parsed from its start
     assert parse_window("import os\nfor x in y:\n    ", "\nprint(1)\n") == (
-        "import os\nfor x in y:\n    ", "\nprint(1)\n")
+        "import os\nfor x in y:\n    ", "\n")
+    assert parse_window("import os\n", "\nprint(1)\n") == ("import os\n", "\nprint(1)\n")
 
 
 def test_finish_keeps_a_python_block_parsing_and_leaves_other_languages():

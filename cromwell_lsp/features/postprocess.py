@@ -317,8 +317,9 @@ CUTS = 16        # line breaks of a completion keep_parsing tries, from its end
 def parse_window(prefix: str, suffix: str) -> tuple[str, str] | None:
     """The code around the cursor that Python can parse on its own: from the last line
     before the cursor that begins a top-level `def`, `class` or decorator (the text's
-    start when there is none) to the next such line after it (the text's end); None
-    when either end lies more than WINDOW characters away."""
+    start when there is none) to the end of the block the cursor is in (the first line
+    after it indented less than the cursor's column), or to the next such top-level line
+    (the text's end); None when either end lies more than WINDOW characters away."""
     far = max(len(prefix) - WINDOW, 0)
     if far:
         far = prefix.find("\n", far) + 1
@@ -331,6 +332,12 @@ def parse_window(prefix: str, suffix: str) -> tuple[str, str] | None:
         return None
     tail = _ANCHOR.search(suffix, 1)  # (the suffix's own start is the cursor's line)
     end = tail.start() if tail else len(suffix)
+    column = len(prefix.rsplit("\n", 1)[-1].expandtabs(4))
+    if column:  # the block the cursor is in ends at the first line indented less
+        shallower = re.compile(r"^(?: {0,%d}|\t{0,%d})[^ \t\n#]" % (column - 1, column // 4 - 1)
+                               if column >= 4 else r"^ {0,%d}[^ \t\n#]" % (column - 1), re.M)
+        block_end = shallower.search(suffix, 1, end)
+        end = block_end.start() if block_end else end
     if end > WINDOW:
         return None
     return prefix[head.start() if head else 0:], suffix[:end]
