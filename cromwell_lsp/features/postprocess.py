@@ -360,9 +360,11 @@ def keep_parsing(completion: str, prefix: str, suffix: str) -> str:
     """A Python block completion that breaks the code around the cursor (parse_window)
     cut back to the longest start, ending at one of its line breaks, with which that code
     parses: `y = x + 1` / `if not in [""]:` keeps `y = x + 1`.  Left as it is when it
-    parses, when none of its starts does (the code after the cursor may be broken
-    itself), and when Python's error lies above the cursor (the developer's code there
-    does not parse, so nothing can be told from it)."""
+    parses, when none of its starts does, and when nothing can be told: Python's error
+    lies above the cursor, or the code does not parse with a bare `pass` in place of the
+    completion either (the developer's code after the cursor is half written).  One parse
+    when the completion parses or the error lies above the cursor, two when the code is
+    broken without it, and one more for each start tried (CUTS at most)."""
     if not completion.strip():
         return completion
     window = parse_window(prefix, suffix)
@@ -372,6 +374,8 @@ def keep_parsing(completion: str, prefix: str, suffix: str) -> str:
     line = _error_line(head + completion + tail)
     if line is None or line <= head.count("\n"):
         return completion
+    if _error_line(head + "pass" + tail) is not None:
+        return completion  # broken without this completion too: the code after it
     breaks = [i for i, c in enumerate(completion) if c == "\n"][-CUTS:]
     for i in reversed(breaks):
         cut = completion[:i].rstrip()
