@@ -69,6 +69,17 @@ def parses(text: str) -> bool:
     return _parse(text) is not None
 
 
+def error_line(text: str) -> int | None:
+    """The 1-based line of the syntax error Python reports in text, None when it parses."""
+    try:
+        ast.parse(text)
+    except SyntaxError as err:
+        return err.lineno or 1
+    except (ValueError, RecursionError, MemoryError):
+        return 1
+    return None
+
+
 @dataclass(frozen=True)
 class Definition:
     name: str

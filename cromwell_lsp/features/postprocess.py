@@ -20,9 +20,10 @@ Pure functions over text (no model, no LSP), in the order `finish` applies them:
      header with no body; a lone statement left open gets its quote and closing
      brackets when its end allows (drop_open_end);
   5c. in block mode in Python, when the code around the cursor (from the last top-level
-     `def`, `class` or decorator before it to the next one after it) does not parse with
-     the completion, and Python's error is not above the cursor, cut the completion back
-     to its longest whole-line start with which it parses (keep_parsing);
+     `def`, `class` or decorator before it to the end of the cursor's block) does not
+     parse with the completion, and Python's error is not above the cursor, cut the
+     completion back to its longest whole-line start with which it parses
+     (keep_parsing);
   6. the document's line endings.
 Brackets inside strings and comments do not count (a small scanner, not a parser:
 completions are partial code).
@@ -333,27 +334,17 @@ def parse_window(prefix: str, suffix: str) -> tuple[str, str] | None:
     tail = _ANCHOR.search(suffix, 1)  # (the suffix's own start is the cursor's line)
     end = tail.start() if tail else len(suffix)
     column = len(prefix.rsplit("\n", 1)[-1].expandtabs(4))
-    if column:  # the block the cursor is in ends at the first line indented less
-        shallower = re.compile(r"^(?: {0,%d}|\t{0,%d})[^ \t\n#]" % (column - 1, column // 4 - 1)
-                               if column >= 4 else r"^ {0,%d}[^ \t\n#]" % (column - 1), re.M)
-        block_end = shallower.search(suffix, 1, end)
-        end = block_end.start() if block_end else end
+    at = suffix.find("\n") + 1 if column else 0
+    while 0 < at < end:  # the block the cursor is in ends at the first line indented less
+        nl = suffix.find("\n", at)
+        line = suffix[at:] if nl < 0 else suffix[at:nl]
+        if line.strip()[:1] not in ("", "#") and indent_of(line.expandtabs(4)) < column:
+            end = at
+            break
+        at += len(line) + 1
     if end > WINDOW:
         return None
     return prefix[head.start() if head else 0:], suffix[:end]
-
-
-def _error_line(code: str) -> int | None:
-    """The 1-based line of the syntax error Python reports in code, None when it parses."""
-    import ast
-
-    try:
-        ast.parse(code)
-    except SyntaxError as err:
-        return err.lineno or 1
-    except (ValueError, RecursionError, MemoryError):
-        return 1
-    return None
 
 
 def keep_parsing(completion: str, prefix: str, suffix: str) -> str:
@@ -371,15 +362,17 @@ def keep_parsing(completion: str, prefix: str, suffix: str) -> str:
     if window is None:
         return completion
     head, tail = window
-    line = _error_line(head + completion + tail)
+    from .analysis import error_line, parses
+
+    line = error_line(head + completion + tail)
     if line is None or line <= head.count("\n"):
         return completion
-    if _error_line(head + "pass" + tail) is not None:
+    if not parses(head + "pass" + tail):
         return completion  # broken without this completion too: the code after it
     breaks = [i for i, c in enumerate(completion) if c == "\n"][-CUTS:]
     for i in reversed(breaks):
         cut = completion[:i].rstrip()
-        if cut.strip() and _error_line(head + cut + tail) is None:
+        if cut.strip() and parses(head + cut + tail):
             return cut
     return completion
 
