@@ -249,3 +249,39 @@ def test_starts_are_bare_block_starts_from_the_files():
     for s in starts:  # a block's header (or part of its first line), never its answer
         assert any(b.startswith(s) for b in blocks) and "return" not in s, s
     assert any(s.endswith(":\n    ") for s in starts)  # mostly: the body's indentation too
+
+
+def test_ul_rules_choose_the_marks_and_a_misspelt_rule_is_refused(small_tokenizer):
+    from cromwell_lsp.model.config import preset
+    from cromwell_lsp.training.model import CromwellTwin
+
+    assert U.parse_rules("") == frozenset(U.RULES)
+    assert U.parse_rules(" repeat , trivial ") == {"repeat", "trivial"}
+    with pytest.raises(ValueError, match="header_colons.*choose from"):
+        U.parse_rules("repeat,header_colons")
+    tok, _ = small_tokenizer
+    torch.manual_seed(0)
+    twin = CromwellTwin(preset("tiny").replace(vocab_size=tok.vocab_size, max_seq_len=96))
+    texts = [("stdlib/x.py", "def f(a):\n    b = a + 1\n    return b\n\n\n"
+                             "class C:\n    def m(self):\n        return 1\n")]
+
+    def marks(rules):
+        ids, m, share = U.unlikelihood_batch(twin, tok, texts, random.Random(3), 4, 24, rules)
+        return ids, m, share
+
+    ids_all, m_all, share_all = marks(frozenset(U.RULES))
+    ids_rep, m_rep, share_rep = marks(frozenset({"repeat"}))
+    assert m_all is not None and share_all > 0  # an untrained twin loops on these starts
+    assert torch.equal(ids_all, ids_rep)  # the same greedy completions, fewer marks
+    assert bool((m_rep <= m_all).all()) and share_rep <= share_all
+    assert marks(frozenset())[:2] == (None, None)  # no rule, nothing marked
+
+
+def test_a_run_refuses_an_unknown_ul_rule_before_it_trains(tmp_path):
+    from cromwell_lsp.training.train import TrainConfig, Trainer
+
+    c = TrainConfig(model="tiny", corpus=str(tmp_path), tokenizer=str(tmp_path / "tokenizer.json"),
+                    out=str(tmp_path / "o"),
+                    ul_rules="repeat,loops")
+    with pytest.raises(ValueError, match="unknown unlikelihood rule"):
+        Trainer(c, log=lambda *a: None)

@@ -75,6 +75,7 @@ class TrainConfig:
     ul_batch: int = 8             # how many bare starts it completes,
     ul_tokens: int = 48           # and how many tokens each; a repeating token is pushed
     ul_margin: float = 1.0        # this many nats below the best other one
+    ul_rules: str = ""            # "repeat,trivial": only these marks (unlikelihood.RULES); all when empty
     own_data: str = ""            # the model's own working completions (`train own`), and
     own_per_file: int = 0         # how many of them go with each file's examples
     own_min_ratio: float = 0.0    # those at least this like their file's real block
@@ -180,7 +181,10 @@ def _param_groups(model, weight_decay):
 
 class Trainer:
     def __init__(self, c: TrainConfig, log=print):
+        from .unlikelihood import parse_rules
+
         self.c, self.log = c, log
+        self.ul_rules = parse_rules(c.ul_rules)  # a misspelt rule fails here, not at step one
         self.out = Path(c.out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -312,7 +316,7 @@ class Trainer:
         c = self.c
         rng = random.Random(f"ul:{c.seed}:{self.rank}:{self.step}")
         ids, marks, share = U.unlikelihood_batch(self.model, self.tok, self.texts, rng,
-                                                 c.ul_batch, c.ul_tokens)
+                                                 c.ul_batch, c.ul_tokens, self.ul_rules)
         if ids is None:
             return torch.zeros((), device=self.device), {"ul": 0.0, "ul_marked": share}
         ul = U.unlikelihood_loss(self.model(ids[:, :-1], jepa=False).logits, ids, marks,

@@ -233,10 +233,24 @@ def greedy(model, prompt_ids: list[list[int]], n_tokens: int, stop: int, constra
     return ids, P
 
 
-def unlikelihood_batch(model, tok, texts, rng: random.Random, n: int, n_tokens: int):
+RULES = ("repeat", "empty_body", "trivial", "misaligned", "header_colon")
+
+
+def parse_rules(spec: str) -> frozenset:
+    """`--ul-rules` ("repeat,trivial") -> the set of marks to use; every rule when empty."""
+    names = {r.strip() for r in spec.split(",") if r.strip()} or set(RULES)
+    unknown = sorted(names - set(RULES))
+    if unknown:
+        raise ValueError(f"unknown unlikelihood rule(s) {', '.join(unknown)}; "
+                         f"choose from {', '.join(RULES)}")
+    return frozenset(names)
+
+
+def unlikelihood_batch(model, tok, texts, rng: random.Random, n: int, n_tokens: int,
+                       rules: frozenset = frozenset(RULES)):
     """Complete n bare starts greedily, prompted as the server prompts them (SPM, empty
-    suffix, token healing), and mark the failing tokens (repeat_spans, empty_body_end,
-    trivial_body, misaligned_in, open_header_colons):
+    suffix, token healing), and mark the failing tokens of the chosen `rules` (RULES:
+    repeat_spans, empty_body_end, trivial_body, misaligned_in, open_header_colons):
     (ids [B, T], marks [B, T] float, 1 where the token at t fails, so the loss applies to
     the prediction at t - 1, the share of generated tokens marked), or (None, None, 0.0)
     when no completion failed."""
@@ -257,14 +271,16 @@ def unlikelihood_batch(model, tok, texts, rng: random.Random, n: int, n_tokens: 
         pieces = [tok.decode([t]) for t in row]
         generated += len(row)
         text, lead = "".join(pieces), healed[i][1]
-        spans = repeat_spans(text)
+        spans = repeat_spans(text) if "repeat" in rules else []
         if text.startswith(lead):  # the text after the start, as the editor gets it
-            for rule in (empty_body_end, trivial_body):
-                end = rule(starts[i], text[len(lead):], stopped)
+            for name, rule in (("empty_body", empty_body_end), ("trivial", trivial_body)):
+                end = rule(starts[i], text[len(lead):], stopped) if name in rules else None
                 if end is not None:
                     spans.append((end[0] + len(lead), end[1] + len(lead)))
-            spans += misaligned_in(starts[i], text[len(lead):], len(lead))
-            spans += open_header_colons(starts[i], text[len(lead):], len(lead))
+            if "misaligned" in rules:
+                spans += misaligned_in(starts[i], text[len(lead):], len(lead))
+            if "header_colon" in rules:
+                spans += open_header_colons(starts[i], text[len(lead):], len(lead))
         # the stop token, one place past the text, is marked when a span covers that place
         flags = marked_tokens(pieces + ["\0"] if stopped else pieces, spans)
         for j, f in enumerate(flags):
