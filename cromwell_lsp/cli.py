@@ -225,16 +225,21 @@ def _train_all(args, log) -> int:
     knobs = {k: v for k, v in vars(args).items() if k in _TRAIN_KNOBS and v is not None}
     if args.config in ALL_STEPS:  # the whole pipeline within an hour on a 2-core CPU
         knobs.setdefault("steps", ALL_STEPS[args.config])
+    budget = knobs.pop("budget_minutes", ALL_BUDGET.get(args.config, 0.0))
+    if budget:
+        knobs["budget_minutes"] = training_budget(budget, sum(times.values()))
+        log(f"[all] training gets {knobs['budget_minutes']:g} of the {budget:g} minutes")
     c = TrainConfig(model=args.config, corpus=str(corpus_dir), tokenizer=str(tok_path), out=str(out),
                     compile=bool(args.compile), **knobs)
-    timed("train", lambda: train_main(c))
+    trained = timed("train", lambda: train_main(c))
     report = timed("export", lambda: export(out / "ckpt.pt", out / "export", tok_path, log=log))
     if args.ship:
         timed("ship", lambda: export(out / "ckpt.pt", Path(args.to), tok_path, log=log,
                                      quants=("int8",)))
     ev = timed("eval", lambda: evaluate.run(out, out / "export" / "model-int8.safetensors",
                                            corpus_dir, tok_path, log=log))
-    summary = {"times_s": times, "total_min": round(sum(times.values()) / 60, 1), "export": report,
+    summary = {"times_s": times, "total_min": round(sum(times.values()) / 60, 1),
+               "steps": trained["step"], "tokens": trained["tokens"], "export": report,
                "completions_parse": ev["completions_parse"],
                "completions_parse_no_loop": ev["completions_parse_no_loop"], "retrieval": ev["retrieval"],
                "trained": ev["trained"], "unigram": ev["unigram"]}
@@ -242,13 +247,26 @@ def _train_all(args, log) -> int:
     return 0
 
 
+def training_budget(budget_min: float, spent_s: float) -> float:
+    """`train all --budget-minutes`: the whole way to the exported model; training gets
+    what the corpus and tokenizer (spent_s, 0 when they were there already) left of it,
+    less the export's reserve.  Too little left is an error, not a two-step model."""
+    left = budget_min - spent_s / 60 - EXPORT_RESERVE_MIN
+    if left < 2:
+        raise SystemExit(f"--budget-minutes {budget_min:g} leaves {left:.1f} min for training "
+                         f"after the corpus and tokenizer; give more, or 0 for no budget")
+    return round(left, 2)
+
+
 ALL_STEPS = {"tiny": 1300}  # `train all` default: corpus + tokenizer + training + export < 1 h
+ALL_BUDGET = {"tiny": 55.0}  # and on a slower machine the step count shrinks to keep it so
+EXPORT_RESERVE_MIN = 1.0     # kept back from training for the export (fp32 + int8, checked)
 _TRAIN_KNOBS = {"steps": int, "batch_size": int, "seq_len": int, "lr": float, "warmup": int,
                 "image_every": int, "eval_every": int, "ckpt_every": int, "seed": int,
                 "max_minutes": float, "jepa_ramp": int, "image_batch": int, "image_side": int,
                 "min_lr": float, "blocks_per_file": int, "source_weights": str,
                 "ul_every": int, "ul_weight": float, "ul_batch": int, "ul_tokens": int,
-                "ul_margin": float, "ul_rules": str, "own_data": str, "own_per_file": int, "own_min_ratio": float}
+                "ul_margin": float, "ul_rules": str, "budget_minutes": float, "own_data": str, "own_per_file": int, "own_min_ratio": float}
 
 
 def _settings(args):
@@ -401,6 +419,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "OUT/export/model-int8.safetensors); import: the model to import")
     p.add_argument("--compile", action="store_true", default=None, help="run: torch.compile")
     for knob, kind in _TRAIN_KNOBS.items():
+        if knob == "budget_minutes":
+            p.add_argument("--budget-minutes", type=float, default=None,
+                           help="run: end the schedule within this many minutes of training, "
+                                "fewer steps if the machine is slow; all: the same for corpus to "
+                                "exported model (default for tiny: 55; 0: steps only)")
+            continue
         p.add_argument(f"--{knob.replace('_', '-')}", type=kind, default=None, help=f"run: {knob}")
     p.add_argument("--read-steps", type=int, default=None,
                    help="align: first steps that train reading alone, on strips of text")

@@ -589,3 +589,41 @@ def test_bf16_autocast_only_where_bf16_matmuls_are_fast(monkeypatch, capability,
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
     assert bf16_is_fast("cpu") is fast
     assert bf16_is_fast("cuda:0")
+
+
+def test_a_budgeted_run_ends_its_schedule_in_the_budget_and_resumes_on_it(small_tokenizer,
+                                                                          tmp_path):
+    """--budget-minutes: the step count is cut, after PLAN_AFTER measured steps, to what the
+    budget allows at this machine's pace; the cosine ends there (the last rate is min_lr's
+    neighbour, not the middle of a schedule cut off), and running the command again resumes
+    that schedule (it trains no further) instead of the one --steps asked for."""
+    from cromwell_lsp.training.train import PLAN_AFTER, lr_at
+
+    tok, _ = small_tokenizer
+    kw = dict(steps=100_000, warmup=PLAN_AFTER + 2, budget_minutes=0.3, image_every=0,
+              ckpt_every=10, lr=3e-3, min_lr=1e-4)
+    said = []
+    t = Trainer(_config(tmp_path / "a", tok, **kw), log=said.append)
+    out = t.run()
+    planned = t.c.steps
+    assert PLAN_AFTER < planned < 100_000 and out["step"] == planned
+    assert any(s.startswith("budget: 0.3 min") and s.endswith(f"-> {planned}") for s in said)
+    rows = [json.loads(line) for line in open(tmp_path / "a" / "log.jsonl")]
+    last = [r for r in rows if "lr" in r][-1]
+    assert last["step"] == planned
+    assert last["lr"] == pytest.approx(lr_at(planned - 1, t.c))  # the schedule of `planned`
+    if planned > kw["warmup"] + 10:  # (a loaded machine can spend the budget in the warmup)
+        assert last["lr"] < 0.1 * kw["lr"]
+    again = Trainer(_config(tmp_path / "a", tok, **kw), log=_quiet)
+    assert (again.step, again.c.steps) == (planned, planned)
+    again.run()
+    assert again.step == planned
+
+
+def test_train_all_gives_training_what_the_budget_leaves():
+    from cromwell_lsp.cli import EXPORT_RESERVE_MIN, training_budget
+
+    assert training_budget(55, 0) == 55 - EXPORT_RESERVE_MIN  # corpus and tokenizer were there
+    assert training_budget(55, 4.5 * 60) == pytest.approx(55 - 4.5 - EXPORT_RESERVE_MIN)
+    with pytest.raises(SystemExit, match="leaves 0.5 min for training"):
+        training_budget(10, 8.5 * 60)

@@ -68,6 +68,8 @@ class TrainConfig:
     compile: bool = False
     bf16: bool = True
     max_minutes: float = 0.0      # stop (after a checkpoint) when this much time has passed
+    budget_minutes: float = 0.0   # end the whole schedule within this much training time:
+                                  # `steps` cut to what the measured pace allows (Trainer._plan)
     blocks_per_file: int = D.BLOCKS_PER_FILE  # bare-start blocks drawn from each file
     source_weights: str = ""      # "algorithms=4,toolz=2": a source's files this many times an epoch
     ul_every: int = 0             # every this many steps, unlikelihood on the model's own loops
@@ -90,6 +92,10 @@ def bf16_is_fast(device: str) -> bool:
     if device.startswith("cuda"):
         return True
     return torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+
+
+PLAN_AFTER = 20     # steps measured before a budgeted run sets its step count
+PLAN_MARGIN = 1.03  # the measured pace, padded for checkpoints and a noisy machine
 
 
 def lr_at(step: int, c: TrainConfig, start: int = 0) -> float:
@@ -263,6 +269,10 @@ class Trainer:
             raise ValueError(f"{path} was trained with another tokenizer; use a new --out")
         load_state(self.model, s["model"])
         self.step, self.tokens_seen, self.elapsed = s["step"], s["tokens_seen"], s["elapsed"]
+        planned = s.get("train_config", {})
+        if self.c.budget_minutes and planned.get("budget_minutes") and "opt" in s:
+            # the schedule a budgeted run settled on goes on, so the resumed run is the same run
+            self.c = dataclasses.replace(self.c, steps=min(self.c.steps, planned["steps"]))
         trained_side = s.get("train_config", {}).get("image_side")
         if not self.c.image_every and trained_side:
             # a text-only run leaves the vision side as it was: its checkpoint (and so the
@@ -425,16 +435,20 @@ class Trainer:
     # ---- the loop ---------------------------------------------------------------------
     def run(self) -> dict:
         c = self.c
-        if self.step == 0 and self.rank == 0:
-            self._write_log({"step": 0, **self.evaluate(), "note": "untrained"})
         start = time.time() - self.elapsed
+        self.eval_s = None  # how long one validation pass takes, once one has run
+        if self.step == 0 and self.rank == 0:
+            self._write_log({"step": 0, **self._timed_eval(), "note": "untrained"})
         session_start, session_step = time.time(), self.step
+        self.session_eval_s = 0.0
         last = time.time()
         tokens_at_last = self.tokens_seen
         sums: dict[str, list[float]] = {}
         while self.step < c.steps:
             metrics = self.train_step()
             self.elapsed = time.time() - start
+            if c.budget_minutes and self.step - session_step == PLAN_AFTER:
+                c = self._plan(time.time() - session_start, self.step - session_step)
             for k, v in metrics.items():  # text and image steps alternate: log each mean
                 sums.setdefault(k, []).append(v)
             if self.rank == 0 and (self.step % 10 == 0 or self.step == c.steps):
@@ -456,13 +470,48 @@ class Trainer:
             if self.step % c.ckpt_every == 0 or self.step == c.steps:
                 self.save()
             if self.rank == 0 and (self.step % c.eval_every == 0 or self.step == c.steps):
-                self._write_log({"step": self.step, **self.evaluate()})
+                self._write_log({"step": self.step, **self._timed_eval()})
                 self.plot()
+            if (c.budget_minutes and self.step % c.eval_every == 0 and self.step < c.steps
+                    and self.step - session_step > PLAN_AFTER):
+                c = self._plan(time.time() - session_start, self.step - session_step)
             if c.max_minutes and self._all_stop(time.time() - session_start > c.max_minutes * 60):
                 self.save()
                 self.log(f"stopping after {c.max_minutes} minutes; run again to resume")
                 break
         return {"step": self.step, "tokens": self.tokens_seen, "elapsed_s": self.elapsed}
+
+    def _timed_eval(self) -> dict:
+        t0 = time.time()
+        out = self.evaluate()
+        self.eval_s = time.time() - t0
+        self.session_eval_s = getattr(self, "session_eval_s", 0.0) + self.eval_s
+        return out
+
+    def _plan(self, session_s: float, session_steps: int) -> TrainConfig:
+        """With budget_minutes: cut c.steps to the steps the rest of the budget allows at
+        this session's measured pace (training steps, checkpoints, and a validation pass
+        every eval_every steps), never raising it.  Called after PLAN_AFTER steps, inside
+        the warmup of any usual schedule (so the cosine is the one a run given that step
+        count from the start would follow), and again after each validation pass, which
+        only shortens the tail when the machine slowed down.  Every rank takes rank 0's
+        count; the checkpoint keeps it, so a resumed run follows the same schedule."""
+        c = self.c
+        train_s = max(session_s - self.session_eval_s, 1e-9)
+        pace = train_s / max(session_steps, 1) * PLAN_MARGIN
+        if self.eval_s is not None:
+            pace += self.eval_s / max(c.eval_every, 1)
+        left = c.budget_minutes * 60 - self.elapsed
+        steps = max(self.step + 1, min(c.steps, self.step + int(left / pace)))
+        if self.world > 1:
+            t = torch.tensor([steps], dtype=torch.int64)
+            torch.distributed.broadcast(t, 0)
+            steps = int(t.item())
+        if steps < c.steps:
+            self.log(f"budget: {c.budget_minutes:g} min of training, {pace:.2f} s a step here: "
+                     f"steps {c.steps} -> {steps}")
+            self.c = dataclasses.replace(c, steps=steps)
+        return self.c
 
     def _all_stop(self, mine: bool) -> bool:
         """Rank 0's decision, for every rank (ranks that stopped apart would wait forever)."""
