@@ -63,3 +63,32 @@ def test_image_refs():
     assert image_refs("# see images/code.webp for the layout")[0][2] == "images/code.webp"
     assert image_refs("![remote](https://example.com/x.png)") == []
     assert image_refs("x = 1") == []
+
+
+def test_valid_code_python_warns_about_still_parses_under_warnings_as_errors():
+    """A plain-string regex ("\\d") is valid code that Python warns about while parsing;
+    with PYTHONWARNINGS=error that warning is raised as a SyntaxError.  The document's
+    parses must still see valid code, and real syntax errors must still be found."""
+    import subprocess
+    import sys
+
+    probe = r'''
+from cromwell_lsp.features import analysis, postprocess
+ok = 'import re\nPAT = re.compile("\\d+")\n'
+assert analysis.syntax_errors(ok) == [], analysis.syntax_errors(ok)
+assert analysis.parses(ok) and analysis.error_line(ok) is None
+bad = 'PAT = "\\d"\ndef f(:\n'
+assert analysis.error_line(bad) == 2 and len(analysis.syntax_errors(bad)) == 1
+prefix = "def digits(s):\n    "
+comp = 'return re.findall("\\d", s)\n'
+assert postprocess.keep_parsing(comp, prefix, "") == comp
+import warnings
+try:  # other code's warnings are as the user set them
+    warnings.warn("still an error", DeprecationWarning)
+except DeprecationWarning:
+    print("OK")
+'''
+    run = subprocess.run([sys.executable, "-W", "error", "-c", probe], capture_output=True,
+                         text=True, timeout=120, env={**__import__("os").environ,
+                                                      "PYTHONWARNINGS": "error"})
+    assert run.returncode == 0 and run.stdout.strip() == "OK", run.stderr[-2000:]

@@ -14,9 +14,22 @@ from __future__ import annotations
 
 import ast
 import re
+import warnings
 from dataclasses import dataclass
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+
+# Python warns while it parses some valid code ("\d" in a plain string: a
+# DeprecationWarning, a SyntaxWarning from 3.12); under -W error or PYTHONWARNINGS=error
+# the warning is raised as a SyntaxError, and code that runs would be called broken (or a
+# good completion cut).  The document's parses carry their own file name, and the
+# warnings are ignored for that name alone, so no other code's warnings change.
+_SOURCE = "<cromwell-document>"
+warnings.filterwarnings("ignore", module=re.escape(_SOURCE) + "$")
+
+
+def _ast_parse(text: str):
+    return ast.parse(text, filename=_SOURCE)
 
 
 @dataclass(frozen=True)
@@ -34,7 +47,7 @@ def syntax_errors(text: str, limit: int = 10) -> list[SyntaxProblem]:
     seen_lines: set[int] = set()
     while len(problems) < limit:
         try:
-            ast.parse("\n".join(lines))
+            _ast_parse("\n".join(lines))
             break
         except SyntaxError as err:
             line = max((err.lineno or 1) - 1, 0)
@@ -60,7 +73,7 @@ def syntax_errors(text: str, limit: int = 10) -> list[SyntaxProblem]:
 
 def _parse(text: str):
     try:
-        return ast.parse(text)
+        return _ast_parse(text)
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return None
 
@@ -72,7 +85,7 @@ def parses(text: str) -> bool:
 def error_line(text: str) -> int | None:
     """The 1-based line of the syntax error Python reports in text, None when it parses."""
     try:
-        ast.parse(text)
+        _ast_parse(text)
     except SyntaxError as err:
         return err.lineno or 1
     except (ValueError, RecursionError, MemoryError):
