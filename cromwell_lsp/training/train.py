@@ -68,8 +68,9 @@ class TrainConfig:
     compile: bool = False
     bf16: bool = True
     max_minutes: float = 0.0      # stop (after a checkpoint) when this much time has passed
-    budget_minutes: float = 0.0   # end the whole schedule within this much training time:
-                                  # `steps` cut to what the measured pace allows (Trainer._plan)
+    budget_minutes: float = 0.0   # end the whole schedule within this much training time
+                                  # (across resumes): `steps` cut to what the measured pace
+                                  # allows (Trainer._plan)
     blocks_per_file: int = D.BLOCKS_PER_FILE  # bare-start blocks drawn from each file
     source_weights: str = ""      # "algorithms=4,toolz=2": a source's files this many times an epoch
     ul_every: int = 0             # every this many steps, unlikelihood on the model's own loops
@@ -94,7 +95,8 @@ def bf16_is_fast(device: str) -> bool:
     return torch.backends.cpu.get_cpu_capability().startswith("AVX512")
 
 
-PLAN_AFTER = 20     # steps measured before a budgeted run sets its step count
+PLAN_WARM = 5       # a session's first steps (slower: allocations, threads) are not timed
+PLAN_AFTER = 20     # a budgeted run sets its step count after this many
 PLAN_MARGIN = 1.03  # the measured pace, padded for checkpoints and a noisy machine
 
 
@@ -190,6 +192,7 @@ class Trainer:
         from .unlikelihood import parse_rules
 
         self.c, self.log = c, log
+        self.asked_steps = c.steps  # a budgeted run plans at most these
         self.ul_rules = parse_rules(c.ul_rules)  # a misspelt rule fails here, not at step one
         self.out = Path(c.out)
         self.out.mkdir(parents=True, exist_ok=True)
@@ -441,14 +444,17 @@ class Trainer:
             self._write_log({"step": 0, **self._timed_eval(), "note": "untrained"})
         session_start, session_step = time.time(), self.step
         self.session_eval_s = 0.0
+        mark = None  # (time, step, validation time) once the session's first steps are done
         last = time.time()
         tokens_at_last = self.tokens_seen
         sums: dict[str, list[float]] = {}
         while self.step < c.steps:
             metrics = self.train_step()
             self.elapsed = time.time() - start
+            if self.step - session_step == PLAN_WARM:  # the first steps are slower: not timed
+                mark = (time.time(), self.step, self.session_eval_s)
             if c.budget_minutes and self.step - session_step == PLAN_AFTER:
-                c = self._plan(time.time() - session_start, self.step - session_step)
+                c = self._plan(mark)
             for k, v in metrics.items():  # text and image steps alternate: log each mean
                 sums.setdefault(k, []).append(v)
             if self.rank == 0 and (self.step % 10 == 0 or self.step == c.steps):
@@ -474,7 +480,7 @@ class Trainer:
                 self.plot()
             if (c.budget_minutes and self.step % c.eval_every == 0 and self.step < c.steps
                     and self.step - session_step > PLAN_AFTER):
-                c = self._plan(time.time() - session_start, self.step - session_step)
+                c = self._plan(mark)
             if c.max_minutes and self._all_stop(time.time() - session_start > c.max_minutes * 60):
                 self.save()
                 self.log(f"stopping after {c.max_minutes} minutes; run again to resume")
@@ -488,26 +494,29 @@ class Trainer:
         self.session_eval_s = getattr(self, "session_eval_s", 0.0) + self.eval_s
         return out
 
-    def _plan(self, session_s: float, session_steps: int) -> TrainConfig:
-        """With budget_minutes: cut c.steps to the steps the rest of the budget allows at
-        this session's measured pace (training steps, checkpoints, and a validation pass
-        every eval_every steps), never raising it.  Called after PLAN_AFTER steps, inside
-        the warmup of any usual schedule (so the cosine is the one a run given that step
-        count from the start would follow), and again after each validation pass, which
-        only shortens the tail when the machine slowed down.  Every rank takes rank 0's
-        count; the checkpoint keeps it, so a resumed run follows the same schedule."""
+    def _plan(self, mark) -> TrainConfig:
+        """With budget_minutes: set c.steps to the steps the rest of the budget allows at
+        the pace measured since `mark` (this session's steps after its first PLAN_WARM, with
+        their checkpoints, plus a validation pass every eval_every steps once one has been
+        timed), at most the steps asked for.  Called after PLAN_AFTER steps, inside the
+        warmup of any usual schedule (so the cosine is the one a run given that step count
+        from the start would follow), and again after each validation pass, which moves the
+        cosine's end a little when the machine slowed down or sped up.  Every rank takes
+        rank 0's count; the checkpoint keeps it, so a resumed run starts on the same
+        schedule."""
         c = self.c
-        train_s = max(session_s - self.session_eval_s, 1e-9)
-        pace = train_s / max(session_steps, 1) * PLAN_MARGIN
+        t0, step0, eval0 = mark
+        train_s = max(time.time() - t0 - (self.session_eval_s - eval0), 1e-9)
+        pace = train_s / max(self.step - step0, 1) * PLAN_MARGIN
         if self.eval_s is not None:
             pace += self.eval_s / max(c.eval_every, 1)
         left = c.budget_minutes * 60 - self.elapsed
-        steps = max(self.step + 1, min(c.steps, self.step + int(left / pace)))
+        steps = max(self.step + 1, min(self.asked_steps, self.step + int(left / pace)))
         if self.world > 1:
             t = torch.tensor([steps], dtype=torch.int64)
             torch.distributed.broadcast(t, 0)
             steps = int(t.item())
-        if steps < c.steps:
+        if steps != c.steps:
             self.log(f"budget: {c.budget_minutes:g} min of training, {pace:.2f} s a step here: "
                      f"steps {c.steps} -> {steps}")
             self.c = dataclasses.replace(c, steps=steps)
