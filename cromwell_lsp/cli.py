@@ -152,7 +152,8 @@ def _cmd_train(args) -> int:
         report = evaluate.starts_report(Path(args.weights), Path(args.corpus), Path(args.out),
                                         args.starts or 10_000,
                                         Path(args.against) if args.against else None,
-                                        guard=args.guard, editor=args.editor)
+                                        guard=args.guard, editor=args.editor,
+                                        alternatives=args.alternatives)
         print(json.dumps(report, indent=None if args.json else 2))
         return 0
     if args.what == "import":
@@ -439,6 +440,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--editor", action="store_true",
                    help="starts: judge what the server inserts in the editor (guard on, "
                         "stopped at a loop, finished as the server finishes completions)")
+    p.add_argument("--alternatives", type=int, default=None,
+                   help="starts --editor: completions generated again from another first "
+                        "token when one would break the code (default: the server's setting)")
     p.add_argument("--samples", type=int, default=6,
                    help="own: sampled completions of each start, beside the greedy one")
     p.add_argument("--temperature", type=float, default=0.8, help="own: sampling temperature")

@@ -36,12 +36,13 @@ class Settings:
     context_window: int = 2048         # tokens of prompt given to the model
     kv_cache: bool = True              # off: every request prefills its whole prompt (benchmarks)
     syntax_guard: bool = True          # Python completions refuse tokens no valid code has
+    alternatives: int = 2              # Python block completions that break the code: tries more
     features: Features = field(default_factory=Features)
 
     _LIMITS = {
         "threads": (0, 256), "max_tokens": (1, 4096), "temperature": (0.0, 2.0),
         "debounce_ms": (0, 5000), "idle_ms": (0, 600000), "cache_budget_mb": (16, 65536),
-        "context_window": (64, 32768),
+        "context_window": (64, 32768), "alternatives": (0, 8),
     }
 
     @classmethod

@@ -103,3 +103,47 @@ def test_completion_after_an_indent_is_healed_end_to_end(one_kernel_thread):
     assert lead == "\n    " and ids[-1] == PACKAGED.encode("def add(a, b):")[-1]
     result = completer.complete("file:///a.py", text, len(text), settings)
     assert result.text and not result.text.startswith((" ", "\n"))
+
+
+
+@settings(max_examples=40, deadline=None)
+@given(lead=st.sampled_from(["\n    ", "    ", " re", "(", ""]), seed=st.integers(0, 2**31 - 1))
+def test_an_avoided_first_choice_is_never_the_first_token_past_the_lead(lead, seed):
+    """avoid_first (the Completer's alternatives): the tokens earlier runs took first past
+    the lead are refused as the first token that writes past it, whatever the logits
+    favour; the lead is still spelled, and the first choice past it is recorded."""
+    rng = np.random.default_rng(seed)
+    logits = [rng.normal(size=PACKAGED.vocab_size) * 5 for _ in range(len(lead.encode()) + 3)]
+    vocab = PACKAGED.vocab_bytes()
+
+    def run(avoid=()):
+        constraint = LeadConstraint(PACKAGED, lead) if lead else None
+        sampler = Sampler(SamplingParams(temperature=0.0), constraint=constraint,
+                          avoid_first=avoid)
+        ids = [sampler(row.copy()) for row in logits]
+        assert b"".join(vocab[i] for i in ids).startswith(lead.encode())
+        return ids, sampler.first_choice
+
+    avoid = []
+    for _ in range(3):
+        ids, first = run(avoid)
+        assert first is not None and first not in avoid
+        at = ids.index(first)  # the tokens before it spell part of the lead, it goes past
+        assert len(b"".join(vocab[i] for i in ids[:at])) <= len(lead.encode())
+        assert len(b"".join(vocab[i] for i in ids[:at + 1])) > len(lead.encode())
+        avoid.append(first)
+    assert run()[1] == avoid[0]  # without a ban the first run again
+
+
+def test_a_ban_spares_tokens_that_only_spell_the_lead_and_ends_at_the_first_choice():
+    lead = "\n    "
+    spell = PACKAGED.encode(lead)
+    ret, other = PACKAGED.encode(" return")[0], PACKAGED.encode(" pass")[0]
+    assert len(spell) == 1 and not LeadConstraint(PACKAGED, lead).passes(spell[0])
+    logits = np.zeros(PACKAGED.vocab_size)
+    logits[spell[0]], logits[ret], logits[other] = 10.0, 9.0, 8.0
+    sampler = Sampler(constraint=LeadConstraint(PACKAGED, lead), avoid_first=[spell[0], ret])
+    assert sampler(logits) == spell[0] and sampler.first_choice is None  # only the lead
+    logits[spell[0]] = -10.0
+    assert sampler(logits) == other and sampler.first_choice == other  # the favourite refused
+    assert sampler(logits) == ret  # past the first choice nothing is refused

@@ -253,3 +253,26 @@ def test_finish_keeps_a_python_block_parsing_and_leaves_other_languages():
     assert finish(raw, "def f(xs):\n    ", "") == raw
     # in line mode (code before the cursor on its line) the step does not apply
     assert finish("1 +", "def f(xs):\n    return ", "", python=True) == "1 +"
+
+
+@pytest.mark.parametrize("completion, prefix, suffix, breaks", [
+    ("return x + 1", "def f(x):\n    ", "", False),
+    ('if not in [""]:\n        pass', "def f(x):\n    ", "", True),
+    # only a comment, or nothing, where the block needs its first statement
+    ("# GH#4188", "def test_f(x):\n    # a note\n\n    ", "", True),
+    ("", "def f(x):\n    ", "", True),
+    # nothing is needed: the block has its statement after the cursor
+    ("", "def f(x):\n    ", "\n    return x\n", False),
+    ("# keep x", "def f(x):\n    ", "\n    return x\n", False),
+    # the code after the cursor is half written: nothing can be told
+    ("return x", "def f(x):\n    ", "\n    return y +\n", False),
+    ("return x +", "def f(x):\n    ", "\n    return y +\n", False),
+    # Windows line endings in the finished text (with_line_ending) are read as breaks
+    ("if x:\r\n        return 1\r\n    return 2", "def f(x):\r\n    ", "", False),
+    ("if x:\r\n    return 1", "def f(x):\r\n    ", "", True),
+])
+def test_breaks_code_tells_a_completion_that_leaves_the_block_unparsable(completion, prefix,
+                                                                          suffix, breaks):
+    from cromwell_lsp.features.postprocess import breaks_code
+
+    assert breaks_code(completion, prefix, suffix) is breaks

@@ -1,7 +1,8 @@
 """The syntax guard through the real server over stdio, on the packaged model: after a
 start where the model's own greedy choice is a header colon inside an open round bracket,
-the editor gets a block that parses; with `syntaxGuard: false` it gets the model's own
-block, which does not."""
+the editor gets a block that parses; with `syntaxGuard: false` (and `alternatives: 0`,
+which would otherwise try other first tokens) it gets the model's own block, which does
+not."""
 import ast
 
 import pytest
@@ -43,7 +44,7 @@ async def test_the_guard_turns_a_broken_header_into_one_that_parses(client: Lang
     ast.parse(START + guarded)
 
     client.workspace_did_change_configuration(T.DidChangeConfigurationParams(
-        settings={"cromwell": {"syntaxGuard": False}}))
+        settings={"cromwell": {"syntaxGuard": False, "alternatives": 0}}))
     own = await _block(client)
     at = _colon_in_bracket(own)
     assert at is not None and (START + own)[at] == ":", own

@@ -32,7 +32,7 @@ from ..model.generation import GenerationConfig, GenerationStats, generate_ids
 from ..model.healing import LeadConstraint, heal_prompt
 from ..model.sampling import SamplingParams, TextStream
 from ..positions import line_ending
-from .postprocess import finish, line_loop_end, mode, piece_loop_end
+from .postprocess import breaks_code, finish, line_loop_end, mode, piece_loop_end
 from .session import common_prefix
 from .syntaxguard import LexCache, SyntaxGuard, is_python
 
@@ -123,7 +123,7 @@ def healed_prompt(prefix: str, suffix: str, tok, budget: int) -> tuple[list[int]
 def generate_text(model, session, prompt_ids, config: GenerationConfig, cancel=None,
                   stats: GenerationStats | None = None, lead: str = "",
                   stop_loops: bool = False, guard_context: str | None = None,
-                  guard_after: str | None = None, guard_base=None) -> str:
+                  guard_after: str | None = None, guard_base=None, avoid_first=()) -> str:
     """Raw generated text after prompt_ids, on a session (its cache reused and restored to
     exactly the prompt afterwards).  Never returns special tokens.  `lead`: the text token
     healing took off the prompt's end (heal_prompt); the tokens must spell it first, and
@@ -132,7 +132,8 @@ def generate_text(model, session, prompt_ids, config: GenerationConfig, cancel=N
     rest would only add decode time.  `guard_context`: the Python text before the cursor
     (which ends with `lead`); decoding then runs under a SyntaxGuard (syntaxguard), told
     the text after the cursor when `guard_after` gives it, and the lexer's state after
-    the text before the lead when `guard_base` gives it (a LexCache's)."""
+    the text before the lead when `guard_base` gives it (a LexCache's).  `avoid_first`:
+    tokens the first one past the lead may not be (stats.first_choice is the one taken)."""
     tok = model.tokenizer
     eot = tok.special("endoftext")
     banned = [i for i in tok.ids.values() if i != eot]
@@ -147,7 +148,8 @@ def generate_text(model, session, prompt_ids, config: GenerationConfig, cancel=N
     try:
         for tid in generate_ids(model.engine, session.cache, new, config, stop_ids=[eot],
                                 banned_ids=banned, cancel=cancel, stats=stats,
-                                constraint=constraint, guard=guard):
+                                constraint=constraint, guard=guard,
+                                avoid_first=avoid_first):
             piece = stream.push(tid)
             text += piece
             if stream.stopped:
@@ -203,20 +205,51 @@ class Completer:
         config = GenerationConfig(
             max_tokens=settings.max_tokens, stop=("\n",) if line_mode else (),
             sampling=SamplingParams(temperature=settings.temperature))
-        stats = GenerationStats()
         session = self.sessions.get(uri)
         if not settings.kv_cache:
             session.reset()
-        raw = generate_text(self.model, session, ids, config, cancel, stats, lead,
-                            stop_loops=True, guard_context=guard, guard_after=after,
-                            guard_base=base)
-        if stats.stop_reason == "cancelled":
-            return Completion("", session.last_prefill_tokens, False, "cancelled")
-        out = finish(raw, prefix, suffix, line_ending(text),
-                     truncated=stats.stop_reason in ("max_tokens", "deadline"),
-                     python=is_python(uri))
+
+        def attempt(avoid=()) -> tuple[str | None, GenerationStats]:
+            stats = GenerationStats()
+            raw = generate_text(self.model, session, ids, config, cancel, stats, lead,
+                                stop_loops=True, guard_context=guard, guard_after=after,
+                                guard_base=base, avoid_first=avoid)
+            if stats.stop_reason == "cancelled":
+                return None, stats
+            return finish(raw, prefix, suffix, line_ending(text),
+                          truncated=stats.stop_reason in ("max_tokens", "deadline"),
+                          python=is_python(uri)), stats
+
+        out, stats = attempt()
+        prefilled = session.last_prefill_tokens
+        if out is not None and is_python(uri) and not line_mode:
+            out, stats = self._alternative(out, stats, attempt, prefix, suffix,
+                                           settings.alternatives)
+        if out is None:
+            return Completion("", prefilled, False, "cancelled")
         self._last[uri] = _Suggestion(prefix, suffix, out)
-        return Completion(out, session.last_prefill_tokens, False, stats.stop_reason)
+        return Completion(out, prefilled, False, stats.stop_reason)
+
+    @staticmethod
+    def _alternative(out, stats, attempt, prefix, suffix, tries):
+        """A Python block completion that breaks the code around the cursor (breaks_code,
+        after finish's own cuts) is generated again, up to `tries` times, each time
+        starting with a token none of the earlier ones started with (the model's next
+        choices for the first token, then its own continuation); the first one that
+        parses is shown, else the first completion stays.  Each try decodes on the prompt
+        already cached, so only completions that would have broken the code cost more."""
+        first, avoid, seen = (out, stats), [], {out}
+        if not tries or not breaks_code(out, prefix, suffix):
+            return first
+        while len(avoid) < tries and stats.first_choice is not None:
+            avoid.append(stats.first_choice)
+            other, stats = attempt(tuple(avoid))
+            if other is None:
+                return None, stats
+            if other not in seen and not breaks_code(other, prefix, suffix):
+                return other, stats
+            seen.add(other)
+        return first
 
     def prefill(self, uri: str, text: str, offset: int, settings, cancel=None) -> int:
         """Fill the document's cache with the prompt of a completion at `offset`; returns

@@ -377,6 +377,23 @@ def keep_parsing(completion: str, prefix: str, suffix: str) -> str:
     return completion
 
 
+def breaks_code(completion: str, prefix: str, suffix: str) -> bool:
+    """Does a finished Python block completion leave the code around the cursor
+    (parse_window) unparsable, while that code parses with a bare `pass` in its place?
+    A completion of only comments, or none, where a block needs its first statement
+    does.  False when nothing can be told (no window, or the code is broken without
+    the completion: the developer's code after the cursor is half written)."""
+    completion = completion.replace("\r\n", "\n").replace("\r", "\n")
+    window = parse_window(prefix.replace("\r\n", "\n").replace("\r", "\n"),
+                          suffix.replace("\r\n", "\n").replace("\r", "\n"))
+    if window is None:
+        return False
+    head, tail = window
+    from .analysis import parses
+
+    return not parses(head + completion + tail) and parses(head + "pass" + tail)
+
+
 def finish(completion: str, prefix: str, suffix: str, document_ending: str = "\n",
            truncated: bool = False, python: bool = False) -> str:
     """The text an editor inserts at the cursor, from raw model output (see the module

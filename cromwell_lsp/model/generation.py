@@ -45,6 +45,7 @@ class GenerationStats:
     drafted: int = 0
     accepted: int = 0
     stop_reason: str = ""
+    first_choice: int | None = None  # the first token past a constraint's lead
     prefill_s: float = 0.0
     decode_s: float = 0.0
 
@@ -71,20 +72,23 @@ class _Limits:
 
 def generate_ids(engine, cache, new_tokens, config: GenerationConfig = GenerationConfig(),
                  image_state=None, stop_ids=(), banned_ids=(), cancel=None,
-                 stats: GenerationStats | None = None, constraint=None, guard=None):
+                 stats: GenerationStats | None = None, constraint=None, guard=None,
+                 avoid_first=()):
     """Yield generated token ids.  new_tokens (at least one) are the prompt tokens the cache
     does not hold yet; the cache ends holding the prompt and the generated tokens except
     the last one yielded (whose state nobody needed).  `constraint` (healing.LeadConstraint)
     restricts the first tokens; `guard` (features.syntaxguard.SyntaxGuard) may refuse a
-    token, and the next choice is taken.  Speculation is off while either is given (drafts
-    would have to obey them too)."""
+    token, and the next choice is taken; `avoid_first`: tokens the first one past the lead
+    may not be (stats.first_choice says which it was).  Speculation is off while any of
+    them is given (drafts would have to obey them too)."""
     stats = stats if stats is not None else GenerationStats()
     limits = _Limits(config, cancel, stats)
     stop_ids = set(int(s) for s in stop_ids)
     greedy = config.sampling.temperature == 0.0
     spec = (config.speculative and greedy and constraint is None and guard is None
-            and getattr(engine, "jepa", None) is not None)
-    sampler = Sampler(config.sampling, banned=banned_ids, constraint=constraint, guard=guard)
+            and not avoid_first and getattr(engine, "jepa", None) is not None)
+    sampler = Sampler(config.sampling, banned=banned_ids, constraint=constraint, guard=guard,
+                      avoid_first=avoid_first)
     t0 = time.perf_counter()
     out = engine.forward(new_tokens, cache, image_state, jepa=spec, last_only=not spec)
     stats.prefill_tokens += len(new_tokens)
@@ -100,6 +104,7 @@ def generate_ids(engine, cache, new_tokens, config: GenerationConfig = Generatio
             yield from _plain(engine, cache, out[-1], sampler, stop_ids, limits, stats)
     finally:
         stats.decode_s = time.perf_counter() - t1
+        stats.first_choice = sampler.first_choice
 
 
 def _plain(engine, cache, logits, sampler, stop_ids, limits, stats):

@@ -78,6 +78,12 @@ class LeadConstraint:
     def allowed(self) -> np.ndarray:
         return self.index.allowed(self.left)
 
+    def passes(self, tid: int) -> bool:
+        """Does the token write text past the lead (not only spell what is left of it)?"""
+        vocab = self.index.vocab
+        b = vocab[tid] if 0 <= tid < len(vocab) else b""
+        return len(b) > len(self.left)
+
     def advance(self, tid: int) -> None:
         vocab = self.index.vocab
         b = vocab[tid] if 0 <= tid < len(vocab) else b""

@@ -7,7 +7,9 @@ and to the smallest set whose probability reaches top_p (nucleus), drawn with a 
 numpy Generator so a seed reproduces a completion.  Tokens in `banned` (special tokens
 the caller must never emit) get probability zero.  A guard (features.syntaxguard) may
 refuse the chosen token; its mend of the token is taken when it has one (a few tokens,
-forced in turn), else the next choice of the same distribution.
+forced in turn), else the next choice of the same distribution.  `avoid_first`: tokens
+the first choice past a constraint's lead may not be (an alternative completion starts
+differently); the sampler records that first choice (`first_choice`).
 
 TextStream turns token ids into text pieces for streaming: it holds back a piece while
 it ends in an incomplete UTF-8 sequence (decoded as U+FFFD) or could be the start of a
@@ -40,16 +42,25 @@ class SamplingParams:
 
 class Sampler:
     def __init__(self, params: SamplingParams = SamplingParams(), banned=(), constraint=None,
-                 guard=None):
+                 guard=None, avoid_first=()):
         self.params = params
         self.rng = np.random.default_rng(params.seed)
         self.banned = np.array(sorted(set(int(b) for b in banned)), dtype=np.int64)
         self.constraint = constraint  # e.g. healing.LeadConstraint: allowed ids, advance(id)
         self.guard = guard  # e.g. features.syntaxguard.SyntaxGuard: rejects(id), advance(id)
         self.forced: list[int] = []  # the rest of a guard's mend, taken before any choice
+        self.avoid_first = sorted(set(int(a) for a in avoid_first))
+        self.first_choice: int | None = None  # the first token that wrote past the lead
+
+    def _writes(self, tid: int) -> bool:
+        """Does the token write text of its own (past what the constraint's lead holds)?"""
+        c = self.constraint
+        return c is None or not c.active or c.passes(tid)
 
     def __call__(self, logits: np.ndarray) -> int:
         tid = self._pick(logits)
+        if self.first_choice is None and self._writes(tid):
+            self.first_choice = tid
         for follower in (self.constraint, self.guard):
             if follower is not None:
                 follower.advance(tid)
@@ -61,6 +72,9 @@ class Sampler:
         logits = np.asarray(logits, dtype=np.float64).copy()  # (V,)
         if self.banned.size:
             logits[self.banned[self.banned < logits.size]] = -np.inf
+        if self.avoid_first and self.first_choice is None:
+            avoid = [a for a in self.avoid_first if a < logits.size and self._writes(a)]
+            logits[avoid] = -np.inf
         if self.constraint is not None and self.constraint.active:
             allowed = self.constraint.allowed()
             allowed = allowed[allowed < logits.size]

@@ -203,40 +203,52 @@ def server_prompt(model, start: str, max_tokens: int) -> tuple[list[int], str, i
 
 
 def completions(model, starts=STARTS, max_tokens: int = 96, guard: bool = False,
-                editor: bool = False) -> list[dict]:
+                editor: bool = False, alternatives: int | None = None) -> list[dict]:
     """Greedy completion of each start (SPM prompt, empty suffix), cut at its block's end;
     the prompt budget is the server's for the model's context length.  `guard`: decoded
     under the syntax guard, as the server decodes Python (otherwise the model's own).
-    `editor`: what the server inserts in the editor instead: decoded under the guard,
-    stopped where it starts to loop, and finished as the server finishes a completion
-    (postprocess.finish: the statement the token limit left unfinished dropped, the block
-    cut, repetition cut, brackets balanced); `empty` then says the editor got nothing."""
-    from ..features.completion import generate_text
-    from ..features.postprocess import finish
-    from ..features.session import Session
+    `editor`: what the server inserts in the editor instead, from the server's own
+    Completer (decoded under the guard, stopped where it starts to loop, finished as the
+    server finishes a completion, and generated again from another first token when it
+    would break the code, up to `alternatives` times: the server's default when None);
+    `empty` then says the editor got nothing."""
+    from ..features.completion import Completer, generate_text
+    from ..features.session import Session, Sessions
     from ..model.generation import GenerationConfig, GenerationStats
     from ..model.sampling import SamplingParams
+    from ..settings import Settings
 
     guard = guard or editor
+    n_ctx = model.engine.cfg.max_seq_len
+    settings = Settings(max_tokens=min(max_tokens, n_ctx // 2), temperature=0.0,
+                        alternatives=_alternatives(alternatives))
+    completer = Completer(model, Sessions(model.new_cache, 1 << 40)) if editor else None
     out = []
     for start in starts:
-        ids, lead, n = server_prompt(model, start, max_tokens)
-        config = GenerationConfig(max_tokens=n, sampling=SamplingParams(temperature=0.0))
-        stats = GenerationStats()
         t0 = time.perf_counter()
-        text = generate_text(model, Session(model.new_cache(len(ids) + n)), ids, config,
-                             stats=stats, lead=lead, stop_loops=editor,
-                             guard_context=start if guard else None,
-                             guard_after="" if guard else None)
         if editor:
-            text = finish(text, start, "", "\n", python=True,
-                          truncated=stats.stop_reason in ("max_tokens", "deadline"))
+            text = completer.complete("file:///start.py", start, len(start), settings).text
+            completer.forget("file:///start.py")
+        else:
+            ids, lead, n = server_prompt(model, start, max_tokens)
+            config = GenerationConfig(max_tokens=n, sampling=SamplingParams(temperature=0.0))
+            text = generate_text(model, Session(model.new_cache(len(ids) + n)), ids, config,
+                                 stats=GenerationStats(), lead=lead,
+                                 guard_context=start if guard else None,
+                                 guard_after="" if guard else None)
         ms = (time.perf_counter() - t0) * 1000
         row = {"start": start, **judged(start, text), "ms": round(ms, 1)}
         if editor:
             row["empty"] = not text.strip()
         out.append(row)
     return out
+
+
+def _alternatives(asked: int | None) -> int:
+    """The server's default number of alternatives (settings.py) when none is asked."""
+    from ..settings import Settings
+
+    return Settings().alternatives if asked is None else asked
 
 
 def _val_starts(rec: dict) -> list[str]:
@@ -310,22 +322,23 @@ def paired(comps: list[dict], other: list[dict]) -> dict:
 
 def starts_report(weights: Path, corpus: Path, out: Path, n: int = 10_000,
                   against: Path | None = None, guard: bool = False,
-                  editor: bool = False) -> dict:
+                  editor: bool = False, alternatives: int | None = None) -> dict:
     """Greedy completions of up to n held-out block starts (wide_starts: all of them when n
     is large enough), judged; the completions written to `out` (JSON) and tallied, in all
     and over the first 3,000 (what `train eval` counts as completions_wide).  `against`:
     another model's `out` file over the same starts, for paired counts.  `guard`: decoded
     under the server's syntax guard; `editor`: judged on what the server inserts in the
-    editor (see completions), with how many inserted nothing."""
+    editor (see completions; `alternatives` as there), with how many inserted nothing."""
     import json
 
     from ..model import CromwellVLJEPA
 
     t0 = time.time()
     comps = completions(CromwellVLJEPA.load(weights), wide_starts(corpus, n), guard=guard,
-                        editor=editor)
+                        editor=editor, alternatives=alternatives)
     out.write_text(json.dumps(comps))
     report = {"weights": str(weights), "guard": guard or editor, "editor": editor,
+              **({"alternatives": _alternatives(alternatives)} if editor else {}),
               "all": tally(comps), "first_3000": tally(comps[:3000]),
               "seconds": round(time.time() - t0, 1)}
     if editor:

@@ -19,6 +19,7 @@ export const SERVER_DEFAULTS = {
   contextWindow: 2048,
   kvCache: true,
   syntaxGuard: true,
+  alternatives: 2,
 } as const;
 
 export const FEATURE_DEFAULTS = {
@@ -43,6 +44,7 @@ export interface ServerSettings {
   contextWindow?: number;
   kvCache?: boolean;
   syntaxGuard?: boolean;
+  alternatives?: number;
   features?: Partial<Record<FeatureKey, boolean>>;
 }
 

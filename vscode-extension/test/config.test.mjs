@@ -12,6 +12,7 @@ test("every server setting is mirrored with its camelCase key", () => {
     pythonPath: "/venv/bin/python", languages: ["python"], modelPath: "/m/model.safetensors",
     threads: 2, maxTokens: 16, temperature: 0.2, debounceMs: 0, idleMs: 500,
     cacheBudgetMb: 128, contextWindow: 1024, kvCache: false, syntaxGuard: false,
+    alternatives: 0,
     features: { inlineCompletion: false, completion: true, codeActions: true, hover: false,
       diagnostics: true },
     trace: { server: "verbose" },
@@ -19,7 +20,7 @@ test("every server setting is mirrored with its camelCase key", () => {
   assert.deepEqual(cfg.serverSettings(cfg.getterOf(settings)), {
     modelPath: "/m/model.safetensors", threads: 2, maxTokens: 16, temperature: 0.2,
     debounceMs: 0, idleMs: 500, cacheBudgetMb: 128, contextWindow: 1024, kvCache: false,
-    syntaxGuard: false,
+    syntaxGuard: false, alternatives: 0,
     features: { inlineCompletion: false, completion: true, codeActions: true, hover: false,
       diagnostics: true },
   });

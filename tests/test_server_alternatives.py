@@ -1,0 +1,50 @@
+"""Alternatives through the real server over stdio, on the packaged model: after a start
+where the model's greedy block (under the syntax guard, finished as usual) would leave the
+code unparsable, the editor gets a block from another first token, which parses; with
+`alternatives: 0` it gets the greedy one, which does not.  A block that parses is the
+same either way."""
+import ast
+
+import pytest
+import pytest_lsp
+from lsprotocol import types as T
+from pytest_lsp import LanguageClient
+
+from cromwell_lsp.features.postprocess import breaks_code
+from tests.server_helpers import SERVER, end_of, init_params, inline_params, open_doc
+
+# a held-out start (docs/MODEL.md) after which the packaged model writes `if not in [""`
+BROKEN = "for a in real_matrices:\n    "
+FINE = "def add(a, b):\n    "
+
+
+@pytest_lsp.fixture(config=SERVER)
+async def client(lsp_client: LanguageClient):
+    await lsp_client.initialize_session(init_params())
+    yield
+    await lsp_client.shutdown_session()
+
+
+async def _block(client: LanguageClient, uri: str, start: str) -> str:
+    got = await client.text_document_inline_completion_async(inline_params(uri, end_of(start)))
+    assert got is not None and len(got.items) == 1
+    item = got.items[0]
+    return item.insert_text if isinstance(item.insert_text, str) else item.insert_text.value
+
+
+async def test_a_block_that_would_break_the_code_is_replaced_by_one_that_parses(
+        client: LanguageClient):
+    open_doc(client, "file:///tmp/alt.py", BROKEN)
+    open_doc(client, "file:///tmp/fine.py", FINE)
+    shown = await _block(client, "file:///tmp/alt.py", BROKEN)
+    fine = await _block(client, "file:///tmp/fine.py", FINE)
+    assert shown.strip() and not breaks_code(shown, BROKEN, "")
+    ast.parse(BROKEN + shown)
+
+    client.workspace_did_change_configuration(T.DidChangeConfigurationParams(
+        settings={"cromwell": {"alternatives": 0}}))
+    greedy = await _block(client, "file:///tmp/alt.py", BROKEN)
+    assert greedy != shown and breaks_code(greedy, BROKEN, "")
+    with pytest.raises(SyntaxError):
+        ast.parse(BROKEN + greedy)
+    assert await _block(client, "file:///tmp/fine.py", FINE) == fine
