@@ -615,9 +615,31 @@ def test_a_budgeted_run_ends_its_schedule_in_the_budget_and_resumes_on_it(small_
     if planned > kw["warmup"] + 10:  # (a loaded machine can spend the budget in the warmup)
         assert last["lr"] < 0.1 * kw["lr"]
     again = Trainer(_config(tmp_path / "a", tok, **kw), log=_quiet)
-    assert (again.step, again.c.steps) == (planned, planned)
+    assert (again.step, again.c.steps, again.c.warmup) == (planned, planned, t.c.warmup)
     again.run()
     assert again.step == planned
+
+
+def test_a_budget_that_cuts_the_schedule_in_its_warmup_cuts_the_warmup_too(small_tokenizer,
+                                                                             tmp_path):
+    """A plan made while the rate still warms up keeps the warmup's share of the schedule
+    (a 100-step warmup of 1,300 steps cut to 133 would leave 33 steps of cosine), at least
+    twice the steps done (no jump past half the peak rate), at most the warmup asked."""
+    from cromwell_lsp.training.train import PLAN_AFTER, lr_at
+
+    tok, _ = small_tokenizer
+    t = Trainer(_config(tmp_path / "w", tok, steps=1300, warmup=100, budget_minutes=60,
+                        image_every=0), log=_quiet)
+    t.step = PLAN_AFTER
+    assert t._planned_warmup(1000) == 77
+    assert t._planned_warmup(133) == 2 * PLAN_AFTER
+    assert t._planned_warmup(1300) == 100
+    cut = dataclasses.replace(t.c, steps=133, warmup=t._planned_warmup(133))
+    before, after = lr_at(PLAN_AFTER - 1, t.c), lr_at(PLAN_AFTER, cut)
+    assert before < after <= 0.55 * t.c.lr
+    assert lr_at(2 * PLAN_AFTER, cut) == pytest.approx(t.c.lr, rel=0.01)  # then the cosine
+    t.step = 150  # past the warmup: the warmup is what it was
+    assert t._planned_warmup(600) == 100
 
 
 def test_train_all_gives_training_what_the_budget_leaves():

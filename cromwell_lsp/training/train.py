@@ -193,6 +193,7 @@ class Trainer:
 
         self.c, self.log = c, log
         self.asked_steps = c.steps  # a budgeted run plans at most these
+        self.asked_warmup = c.warmup  # and keeps the warmup's share of them
         self.ul_rules = parse_rules(c.ul_rules)  # a misspelt rule fails here, not at step one
         self.out = Path(c.out)
         self.out.mkdir(parents=True, exist_ok=True)
@@ -275,7 +276,8 @@ class Trainer:
         planned = s.get("train_config", {})
         if self.c.budget_minutes and planned.get("budget_minutes") and "opt" in s:
             # the schedule a budgeted run settled on goes on, so the resumed run is the same run
-            self.c = dataclasses.replace(self.c, steps=min(self.c.steps, planned["steps"]))
+            self.c = dataclasses.replace(self.c, steps=min(self.c.steps, planned["steps"]),
+                                         warmup=planned.get("warmup", self.c.warmup))
         trained_side = s.get("train_config", {}).get("image_side")
         if not self.c.image_every and trained_side:
             # a text-only run leaves the vision side as it was: its checkpoint (and so the
@@ -517,10 +519,24 @@ class Trainer:
             torch.distributed.broadcast(t, 0)
             steps = int(t.item())
         if steps != c.steps:
+            warmup = self._planned_warmup(steps)
             self.log(f"budget: {c.budget_minutes:g} min of training, {pace:.2f} s a step here: "
-                     f"steps {c.steps} -> {steps}")
-            self.c = dataclasses.replace(c, steps=steps)
+                     f"steps {c.steps} -> {steps}"
+                     + (f", warmup {c.warmup} -> {warmup}" if warmup != c.warmup else ""))
+            self.c = dataclasses.replace(c, steps=steps, warmup=warmup)
         return self.c
+
+    def _planned_warmup(self, steps: int) -> int:
+        """The warmup of a schedule cut to `steps` while it still warms up: the share of
+        the schedule the asked warmup had (100 of 1,300 asked -> 77 of 1,000), but at least
+        twice the steps it has warmed up so far (the rate jumps to at most about half its
+        peak) and never more than asked.  Past the warmup it stays as it is."""
+        c, start = self.c, self.schedule_start
+        done = self.step - start
+        if done >= c.warmup:
+            return c.warmup
+        share = round(self.asked_warmup * (steps - start) / max(self.asked_steps - start, 1))
+        return min(self.asked_warmup, max(share, 2 * done, 1))
 
     def _all_stop(self, mine: bool) -> bool:
         """Rank 0's decision, for every rank (ranks that stopped apart would wait forever)."""
