@@ -53,9 +53,13 @@ class Sampler:
         self.first_choice: int | None = None  # the first token that wrote past the lead
 
     def _writes(self, tid: int) -> bool:
-        """Does the token write text of its own (past what the constraint's lead holds)?"""
+        """Does the token write text of its own (past what the constraint's lead holds)?
+        A constraint that cannot tell (no `passes`) is taken to hold every token it allows."""
         c = self.constraint
-        return c is None or not c.active or c.passes(tid)
+        if c is None or not c.active:
+            return True
+        passes = getattr(c, "passes", None)
+        return passes is not None and passes(tid)
 
     def __call__(self, logits: np.ndarray) -> int:
         tid = self._pick(logits)
