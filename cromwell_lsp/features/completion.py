@@ -32,7 +32,7 @@ from ..model.generation import GenerationConfig, GenerationStats, generate_ids
 from ..model.healing import LeadConstraint, heal_prompt
 from ..model.sampling import SamplingParams, TextStream
 from ..positions import line_ending
-from .postprocess import breaks_code, finish, line_loop_end, mode, piece_loop_end
+from .postprocess import finish_checked, line_loop_end, mode, piece_loop_end
 from .session import common_prefix
 from .syntaxguard import LexCache, SyntaxGuard, is_python
 
@@ -209,47 +209,41 @@ class Completer:
         if not settings.kv_cache:
             session.reset()
 
-        def attempt(avoid=()) -> tuple[str | None, GenerationStats]:
+        def attempt(avoid=()) -> tuple[str | None, bool, GenerationStats]:
             stats = GenerationStats()
             raw = generate_text(self.model, session, ids, config, cancel, stats, lead,
                                 stop_loops=True, guard_context=guard, guard_after=after,
                                 guard_base=base, avoid_first=avoid)
             if stats.stop_reason == "cancelled":
-                return None, stats
-            return finish(raw, prefix, suffix, line_ending(text),
-                          truncated=stats.stop_reason in ("max_tokens", "deadline"),
-                          python=is_python(uri)), stats
+                return None, False, stats
+            return (*finish_checked(raw, prefix, suffix, line_ending(text),
+                                    truncated=stats.stop_reason in ("max_tokens", "deadline"),
+                                    python=is_python(uri)), stats)
 
-        out, stats = attempt()
+        first = attempt()
         prefilled = session.last_prefill_tokens
-        if out is not None and is_python(uri) and not line_mode:
-            out, stats = self._alternative(out, stats, attempt, prefix, suffix,
-                                           settings.alternatives)
+        out, stats = self._alternative(first, attempt, settings.alternatives)
         if out is None:
             return Completion("", prefilled, False, "cancelled")
         self._last[uri] = _Suggestion(prefix, suffix, out)
         return Completion(out, prefilled, False, stats.stop_reason)
 
     @staticmethod
-    def _alternative(out, stats, attempt, prefix, suffix, tries):
-        """A Python block completion that breaks the code around the cursor (breaks_code,
-        after finish's own cuts) is generated again, up to `tries` times, each time
+    def _alternative(first, attempt, tries) -> tuple[str | None, GenerationStats]:
+        """A Python block completion that breaks the code around the cursor (as finishing
+        tells it, after its own cuts) is generated again, up to `tries` times, each time
         starting with a token none of the earlier ones started with (the model's next
         choices for the first token, then its own continuation); the first one that
         parses is shown, else the first completion stays.  Each try decodes on the prompt
         already cached, so only completions that would have broken the code cost more."""
-        first, avoid, seen = (out, stats), [], {out}
-        if not tries or not breaks_code(out, prefix, suffix):
-            return first
-        while len(avoid) < tries and stats.first_choice is not None:
+        out, broken, stats = first
+        avoid = []
+        while broken and len(avoid) < tries and stats.first_choice is not None:
             avoid.append(stats.first_choice)
-            other, stats = attempt(tuple(avoid))
-            if other is None:
-                return None, stats
-            if other not in seen and not breaks_code(other, prefix, suffix):
+            other, broken, stats = attempt(tuple(avoid))
+            if other is None or not broken:
                 return other, stats
-            seen.add(other)
-        return first
+        return out, first[2]
 
     def prefill(self, uri: str, text: str, offset: int, settings, cancel=None) -> int:
         """Fill the document's cache with the prompt of a completion at `offset`; returns

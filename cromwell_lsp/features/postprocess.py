@@ -353,28 +353,8 @@ def keep_parsing(completion: str, prefix: str, suffix: str) -> str:
     parses: `y = x + 1` / `if not in [""]:` keeps `y = x + 1`.  Left as it is when it
     parses, when none of its starts does, and when nothing can be told: Python's error
     lies above the cursor, or the code does not parse with a bare `pass` in place of the
-    completion either (the developer's code after the cursor is half written).  One parse
-    when the completion parses or the error lies above the cursor, two when the code is
-    broken without it, and one more for each start tried (CUTS at most)."""
-    if not completion.strip():
-        return completion
-    window = parse_window(prefix, suffix)
-    if window is None:
-        return completion
-    head, tail = window
-    from .analysis import error_line, parses
-
-    line = error_line(head + completion + tail)
-    if line is None or line <= head.count("\n"):
-        return completion
-    if not parses(head + "pass" + tail):
-        return completion  # broken without this completion too: the code after it
-    breaks = [i for i, c in enumerate(completion) if c == "\n"][-CUTS:]
-    for i in reversed(breaks):
-        cut = completion[:i].rstrip()
-        if cut.strip() and parses(head + cut + tail):
-            return cut
-    return completion
+    completion either (the developer's code after the cursor is half written)."""
+    return _keep_parsing(completion, prefix, suffix)[0]
 
 
 def breaks_code(completion: str, prefix: str, suffix: str) -> bool:
@@ -383,15 +363,37 @@ def breaks_code(completion: str, prefix: str, suffix: str) -> bool:
     A completion of only comments, or none, where a block needs its first statement
     does.  False when nothing can be told (no window, or the code is broken without
     the completion: the developer's code after the cursor is half written)."""
-    completion = completion.replace("\r\n", "\n").replace("\r", "\n")
-    window = parse_window(prefix.replace("\r\n", "\n").replace("\r", "\n"),
-                          suffix.replace("\r\n", "\n").replace("\r", "\n"))
-    if window is None:
-        return False
-    head, tail = window
-    from .analysis import parses
+    def lf(t: str) -> str:
+        return t.replace("\r\n", "\n").replace("\r", "\n")
 
-    return not parses(head + completion + tail) and parses(head + "pass" + tail)
+    return _keep_parsing(lf(completion), lf(prefix), lf(suffix), cut=False)[1]
+
+
+def _keep_parsing(completion: str, prefix: str, suffix: str,
+                  cut: bool = True) -> tuple[str, bool]:
+    """keep_parsing's text (the completion itself when not `cut`) and whether that text
+    still breaks the code (breaks_code), from the same parses: one when the completion
+    parses, two when the code is broken with it (the second with `pass`), and one more
+    for each start tried (CUTS at most)."""
+    window = parse_window(prefix, suffix)
+    if window is None:
+        return completion, False
+    head, tail = window
+    from .analysis import error_line, parses
+
+    line = error_line(head + completion + tail)
+    if line is None:
+        return completion, False
+    if not parses(head + "pass" + tail):
+        return completion, False  # broken without this completion too: the code after it
+    if not cut or line <= head.count("\n") or not completion.strip():
+        return completion, True
+    breaks = [i for i, c in enumerate(completion) if c == "\n"][-CUTS:]
+    for i in reversed(breaks):
+        kept = completion[:i].rstrip()
+        if kept.strip() and parses(head + kept + tail):
+            return kept, False
+    return completion, True
 
 
 def finish(completion: str, prefix: str, suffix: str, document_ending: str = "\n",
@@ -400,6 +402,13 @@ def finish(completion: str, prefix: str, suffix: str, document_ending: str = "\n
     docstring for the steps).  `truncated`: the token limit (or the deadline) stopped the
     generation, so its last statement may be unfinished.  `python`: the document is
     Python source (step 5b lexes it as such)."""
+    return finish_checked(completion, prefix, suffix, document_ending, truncated, python)[0]
+
+
+def finish_checked(completion: str, prefix: str, suffix: str, document_ending: str = "\n",
+                   truncated: bool = False, python: bool = False) -> tuple[str, bool]:
+    """finish's text, and whether it breaks the code around the cursor (breaks_code,
+    told by the parses keep_parsing makes anyway; False for all but Python blocks)."""
     completion = completion.replace("\r\n", "\n").replace("\r", "\n")
     prefix = prefix.replace("\r\n", "\n").replace("\r", "\n")
     suffix = suffix.replace("\r\n", "\n").replace("\r", "\n")
@@ -409,7 +418,8 @@ def finish(completion: str, prefix: str, suffix: str, document_ending: str = "\n
     text = cut_repetition(cut_block(completion, prefix, line_mode))
     text = trim_suffix_overlap(text, suffix)
     text = balance_brackets(text, prefix, suffix, line_mode)
+    broken = False
     if python and not line_mode:
-        text = keep_parsing(drop_open_end(text, prefix, suffix), prefix, suffix)
+        text, broken = _keep_parsing(drop_open_end(text, prefix, suffix), prefix, suffix)
     text = re.sub(r"[ \t]+$", "", text, flags=re.M) if "\n" in text else text.rstrip("\n")
-    return with_line_ending(text, document_ending)
+    return with_line_ending(text, document_ending), broken
