@@ -110,7 +110,8 @@ def _cmd_train(args) -> int:
         from .training import corpus
 
         manifest = corpus.build(Path(args.out), cache=Path(args.cache) if args.cache else None,
-                                packages=[] if args.stdlib_only else corpus.PACKAGES, log=log)
+                                packages=[] if args.stdlib_only else corpus.PACKAGES, log=log,
+                                workers=args.workers)
         summary = {k: v for k, v in manifest.items() if k != "sources"}
         print(json.dumps(summary if args.json else manifest, indent=None if args.json else 2))
         return 0
@@ -140,7 +141,8 @@ def _cmd_train(args) -> int:
         from .training import evaluate
 
         weights = Path(args.weights) if args.weights else Path(args.out) / "export" / "model-int8.safetensors"
-        report = evaluate.run(Path(args.out), weights, Path(args.corpus), Path(args.tokenizer), log=log)
+        report = evaluate.run(Path(args.out), weights, Path(args.corpus), Path(args.tokenizer),
+                              workers=args.workers, log=log)
         print(json.dumps(report, indent=None if args.json else 2))
         return 0
     if args.what == "starts":
@@ -153,7 +155,7 @@ def _cmd_train(args) -> int:
                                         args.starts or 10_000,
                                         Path(args.against) if args.against else None,
                                         guard=args.guard, editor=args.editor,
-                                        alternatives=args.alternatives)
+                                        alternatives=args.alternatives, workers=args.workers)
         print(json.dumps(report, indent=None if args.json else 2))
         return 0
     if args.what == "import":
@@ -173,7 +175,7 @@ def _cmd_train(args) -> int:
                              "--out FILE.jsonl")
         print(json.dumps(owncompletions.build(
             Path(args.weights), Path(args.corpus), Path(args.out), args.starts or 2000, args.samples,
-            args.temperature, seed=args.seed or 0, workers=args.workers, log=log)))
+            args.temperature, seed=args.seed or 0, workers=args.workers or 2, log=log)))
         return 0
     if args.what == "align":
         from .training.align import AlignConfig, run as align_run
@@ -220,7 +222,8 @@ def _train_all(args, log) -> int:
 
     if not (corpus_dir / "manifest.json").exists():
         timed("corpus", lambda: corpus.build(corpus_dir, cache=Path(args.cache) if args.cache else None,
-                                             packages=[] if args.stdlib_only else corpus.PACKAGES, log=log))
+                                             packages=[] if args.stdlib_only else corpus.PACKAGES, log=log,
+                                             workers=args.workers))
     if not tok_path.exists():
         timed("tokenizer", lambda: tokenizer.train(corpus_dir, tok_path, args.vocab, log=log))
     knobs = {k: v for k, v in vars(args).items() if k in _TRAIN_KNOBS and v is not None}
@@ -238,7 +241,7 @@ def _train_all(args, log) -> int:
         timed("ship", lambda: export(out / "ckpt.pt", Path(args.to), tok_path, log=log,
                                      quants=("int8",)))
     ev = timed("eval", lambda: evaluate.run(out, out / "export" / "model-int8.safetensors",
-                                           corpus_dir, tok_path, log=log))
+                                           corpus_dir, tok_path, workers=args.workers, log=log))
     summary = {"times_s": times, "total_min": round(sum(times.values()) / 60, 1),
                "steps": trained["step"], "tokens": trained["tokens"], "export": report,
                "completions_parse": ev["completions_parse"],
@@ -446,7 +449,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=int, default=6,
                    help="own: sampled completions of each start, beside the greedy one")
     p.add_argument("--temperature", type=float, default=0.8, help="own: sampling temperature")
-    p.add_argument("--workers", type=int, default=2, help="own: processes")
+    p.add_argument("--workers", type=int, default=None,
+                   help="own: processes (default 2); corpus, all: processes for the per-file "
+                        "work; starts, eval, all: processes completing the starts "
+                        "(default: one per core)")
     p.add_argument("--cache", default=None, help="folder for downloaded wheels")
     p.add_argument("--stdlib-only", action="store_true", help="corpus from the standard library only")
     p.add_argument("--vocab", type=int, default=16384, help="tokenizer vocabulary size")

@@ -104,6 +104,34 @@ def test_build_manifest_counts_and_split(tmp_path):
     assert json.loads((tmp_path / "manifest.json").read_text())["sources"][1]["skipped"]
 
 
+def test_digit_and_letter_counts_match_the_character_predicates():
+    for text in [GOOD, "", "x = 12345\n", "naïve = 'é😀'  # ∑ ٣٤ ²\n", "\x00\x7f9Z",
+                 "DATA = [" + ", ".join(str(i) for i in range(300)) + "]"]:
+        assert C.digits_and_letters(text) == (sum(c.isdigit() for c in text),
+                                              sum(c.isalpha() for c in text))
+
+
+def test_shingle_hashes_are_blake2b_little_endian():
+    items = ["def f ( x )", "", "naïve = 'é'", "return x"]
+    want = [int.from_bytes(__import__("hashlib").blake2b(s.encode(), digest_size=8).digest(),
+                           "little") for s in items]
+    got = C._hash64(items)
+    assert got.dtype.name == "uint64" and got.tolist() == want
+
+
+def test_build_is_the_same_with_worker_processes(tmp_path):
+    """The per-file work runs in processes; order-dependent verdicts (exact and near
+    copies) stay in order, so the files, their split and the manifest do not change."""
+    sources = _sources()
+    sources[0].files += [(f"okpkg/n{i}.py", variant(i).replace("found = []", f"found = [{i}]"))
+                         for i in range(40)]
+    one = C.build(tmp_path / "one", sources=sources, log=lambda *a: None, workers=1)
+    two = C.build(tmp_path / "two", sources=sources, log=lambda *a: None, workers=2)
+    assert one == two and one["dropped"].get("near_duplicate", 0) >= 5
+    for name in ("train.jsonl", "val.jsonl", "manifest.json"):
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
+
+
 def test_tokenizer_round_trip_and_specials(small_tokenizer):
     tok, report = small_tokenizer
     assert report["vocab_size"] == 600 and report["train_chars_per_token"] > 1.5
@@ -113,6 +141,13 @@ def test_tokenizer_round_trip_and_specials(small_tokenizer):
         ids = tok.encode(text)
         assert tok.decode(ids) == text
         assert not any(tok.is_special(i) for i in ids), "document text became a control token"
+    mixed = ["a = 1\n", 'm = "<|endoftext|>"\n', "", "b = '<|fim_middle|>'  # é\n", "c = 2\n"]
+    assert tok.encode_batch(mixed) == [tok.encode(t) for t in mixed]
+    texts = ["def f(x):\n    return x\n", "", "naïve = 'é😀'\n"]
+    batch = [tok.encode(t) for t in texts]
+    batch[0] = [tok.special("fim_prefix")] + batch[0] + [tok.special("endoftext")]
+    assert tok.decode_batch(batch) == texts == [tok.decode(ids) for ids in batch]
+    assert tok.decode_batch(batch, skip_special=False)[0] == tok.decode(batch[0], skip_special=False)
 
 
 def test_tokenizer_file_errors(tmp_path):

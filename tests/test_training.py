@@ -545,6 +545,24 @@ def test_train_starts_completes_and_pairs_held_out_starts(small_tokenizer, tmp_p
     assert "--out FILE.json" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("options", [{}, {"editor": True, "alternatives": 1}])
+def test_completions_shared_out_over_processes_are_the_ones_made_in_process(small_tokenizer,
+                                                                           options):
+    """`train starts` and `train eval` complete their starts in one process per core: the
+    rows, in their order, are what one process makes, start by start."""
+    from cromwell_lsp.model import DEFAULT_WEIGHTS as weights
+    from cromwell_lsp.model import CromwellVLJEPA
+    from cromwell_lsp.training import evaluate
+
+    tok, _ = small_tokenizer
+    starts = evaluate.wide_starts(tok.path.parent / "corpus", 5) + list(evaluate.STARTS[:2])
+    here = evaluate.completions(CromwellVLJEPA.load(weights), starts, **options)
+    shared = evaluate.completions_in_workers(weights, starts, 2, **options)
+    assert [r["start"] for r in shared] == starts
+    assert [{k: v for k, v in r.items() if k != "ms"} for r in shared] == \
+        [{k: v for k, v in r.items() if k != "ms"} for r in here]
+
+
 def test_train_starts_editor_judges_what_the_server_inserts(small_tokenizer, tmp_path, capsys):
     """`train starts --editor`: each start judged on the text the server's completer puts
     in the editor for it (guard on, loops stopped, finished), with the empty ones counted."""

@@ -46,6 +46,7 @@ class Tokenizer:
             if tid is None:
                 raise TokenizerError(f"{path}: special token {name} is missing")
             self.ids[name] = tid
+        self._special_ids = frozenset(self.ids.values())
         self.vocab_size = self._tok.get_vocab_size()
         self._vocab_bytes: list[bytes] | None = None
 
@@ -53,7 +54,7 @@ class Tokenizer:
         return self.ids[name if name.startswith("<|") else f"<|{name}|>"]
 
     def is_special(self, tid: int) -> bool:
-        return tid in self.ids.values()
+        return tid in self._special_ids
 
     def _pieces(self, text: str) -> list[str]:
         """Cut text inside every occurrence of a special token's text."""
@@ -75,15 +76,32 @@ class Tokenizer:
         return ids
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
-        if not any("<|" in t for t in texts):
-            return [e.ids for e in self._tok.encode_batch(texts, add_special_tokens=False)]
-        return [self.encode(t) for t in texts]
+        """encode() of every text; those that cannot hold a special token's text are
+        encoded together, in parallel threads."""
+        out: list = [None] * len(texts)
+        plain = [i for i, t in enumerate(texts) if "<|" not in t]
+        if plain:
+            # without character offsets where this tokenizers has it (>= 0.21): 15% faster
+            batch = getattr(self._tok, "encode_batch_fast", self._tok.encode_batch)
+            for i, e in zip(plain, batch([texts[i] for i in plain], add_special_tokens=False)):
+                out[i] = e.ids
+        for i, t in enumerate(texts):
+            if out[i] is None:
+                out[i] = self.encode(t)
+        return out
 
     def decode(self, ids, skip_special: bool = True) -> str:
         ids = [int(i) for i in ids]
         if skip_special:
-            ids = [i for i in ids if not self.is_special(i)]
+            ids = [i for i in ids if i not in self._special_ids]
         return self._tok.decode(ids, skip_special_tokens=False)
+
+    def decode_batch(self, batch, skip_special: bool = True) -> list[str]:
+        """decode() of every id list in batch, in parallel threads."""
+        lists = [[int(i) for i in ids] for ids in batch]
+        if skip_special:
+            lists = [[i for i in ids if i not in self._special_ids] for ids in lists]
+        return self._tok.decode_batch(lists, skip_special_tokens=False)
 
     def vocab_bytes(self) -> list[bytes]:
         """The bytes of every token id (b"" for the special tokens), computed once: the

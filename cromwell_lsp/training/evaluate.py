@@ -189,16 +189,21 @@ def failure(judgement: dict) -> str | None:
     return "trivial" if judgement["trivial"] else "misaligned"
 
 
+def token_cap(model, max_tokens: int) -> int:
+    """The tokens a bare start's completion may take: as asked, within half the context."""
+    return min(max_tokens, model.engine.cfg.max_seq_len // 2)
+
+
 def server_prompt(model, start: str, max_tokens: int) -> tuple[list[int], str, int]:
     """(prompt ids, healed lead, max_tokens within half the context) for a bare start, as
     the server's completion prompts it: SPM, empty suffix, the server's prompt budget."""
     from ..features.completion import healed_prompt, prompt_budget
     from ..settings import Settings
 
-    n_ctx = model.engine.cfg.max_seq_len
-    max_tokens = min(max_tokens, n_ctx // 2)
+    max_tokens = token_cap(model, max_tokens)
     ids, lead = healed_prompt(start, "", model.tokenizer,
-                              prompt_budget(Settings(max_tokens=max_tokens), n_ctx))
+                              prompt_budget(Settings(max_tokens=max_tokens),
+                                            model.engine.cfg.max_seq_len))
     return ids, lead, max_tokens
 
 
@@ -219,8 +224,7 @@ def completions(model, starts=STARTS, max_tokens: int = 96, guard: bool = False,
     from ..settings import Settings
 
     guard = guard or editor
-    n_ctx = model.engine.cfg.max_seq_len
-    settings = Settings(max_tokens=min(max_tokens, n_ctx // 2), temperature=0.0,
+    settings = Settings(max_tokens=token_cap(model, max_tokens), temperature=0.0,
                         alternatives=_alternatives(alternatives))
     completer = Completer(model, Sessions(model.new_cache, 1 << 40)) if editor else None
     out = []
@@ -242,6 +246,40 @@ def completions(model, starts=STARTS, max_tokens: int = 96, guard: bool = False,
             row["empty"] = not text.strip()
         out.append(row)
     return out
+
+
+def _complete_part(job) -> list[dict]:
+    weights, starts, options = job
+    from .. import kernels
+    from ..model import CromwellVLJEPA
+
+    kernels.set_threads(1)
+    return completions(CromwellVLJEPA.load(weights), starts, **options)
+
+
+def completions_in_workers(weights: Path, starts: list[str], workers: int | None = None,
+                           **options) -> list[dict]:
+    """completions(model of `weights`, starts, **options) shared out over `workers`
+    processes (default: one per core), each with its own model on one kernel thread: a
+    decode step of a model this small keeps one core busy, two decodes keep two.  The
+    same rows in the same order (each start is decoded alone, greedy); `ms` is the time a
+    start took in its process."""
+    from concurrent.futures import ProcessPoolExecutor
+    import multiprocessing
+
+    from .corpus import worker_count
+
+    n = max(1, min(worker_count(workers), len(starts)))
+    if n == 1:
+        return _complete_part((str(weights), list(starts), options))
+    # spawned, not forked: the parent may already run the kernels' threads
+    with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn")) as pool:
+        parts = list(pool.map(_complete_part,
+                              [(str(weights), starts[i::n], options) for i in range(n)]))
+    rows: list[dict] = [{}] * len(starts)
+    for i, part in enumerate(parts):
+        rows[i::n] = part
+    return rows
 
 
 def _alternatives(asked: int | None) -> int:
@@ -322,20 +360,20 @@ def paired(comps: list[dict], other: list[dict]) -> dict:
 
 def starts_report(weights: Path, corpus: Path, out: Path, n: int = 10_000,
                   against: Path | None = None, guard: bool = False,
-                  editor: bool = False, alternatives: int | None = None) -> dict:
+                  editor: bool = False, alternatives: int | None = None,
+                  workers: int | None = None) -> dict:
     """Greedy completions of up to n held-out block starts (wide_starts: all of them when n
     is large enough), judged; the completions written to `out` (JSON) and tallied, in all
     and over the first 3,000 (what `train eval` counts as completions_wide).  `against`:
     another model's `out` file over the same starts, for paired counts.  `guard`: decoded
     under the server's syntax guard; `editor`: judged on what the server inserts in the
-    editor (see completions; `alternatives` as there), with how many inserted nothing."""
+    editor (see completions; `alternatives` as there), with how many inserted nothing.
+    The starts are shared out over `workers` processes (completions_in_workers)."""
     import json
 
-    from ..model import CromwellVLJEPA
-
     t0 = time.time()
-    comps = completions(CromwellVLJEPA.load(weights), wide_starts(corpus, n), guard=guard,
-                        editor=editor, alternatives=alternatives)
+    comps = completions_in_workers(weights, wide_starts(corpus, n), workers, guard=guard,
+                                   editor=editor, alternatives=alternatives)
     out.write_text(json.dumps(comps))
     report = {"weights": str(weights), "guard": guard or editor, "editor": editor,
               **({"alternatives": _alternatives(alternatives)} if editor else {}),
@@ -503,7 +541,7 @@ class EngineAsTwin:
 
 def run(out: Path, weights: Path, corpus: Path, tokenizer: Path, eval_rows: int = 64,
         bpb_bytes: int = 200_000, n_snippets: int = 100, n_lines: int = 400, n_starts: int = 100,
-        n_wide: int = 3000, log=print) -> dict:
+        n_wide: int = 3000, workers: int | None = None, log=print) -> dict:
     """The whole report for the run in `out` (its checkpoint) and its exported `weights`,
     also written to out/eval.json."""
     import json
@@ -558,7 +596,7 @@ def run(out: Path, weights: Path, corpus: Path, tokenizer: Path, eval_rows: int 
     wide = wide_starts(corpus, n_wide)
     log(f"completions of {len(wide)} held-out starts, all blocks")
     # counts only: the completions themselves would swell the report
-    report["completions_wide"] = tally(completions(model, wide))
+    report["completions_wide"] = tally(completions_in_workers(weights, wide, workers))
     log("rest-of-line completions in held-out files")
     report["in_file_lines"] = in_file_lines(model, line_cases(corpus, n_lines))
     log("screenshot retrieval")

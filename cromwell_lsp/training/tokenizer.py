@@ -50,8 +50,9 @@ def verify(path: Path, corpus: Path, log=print) -> dict:
 
         def flush():
             nonlocal ntok
-            for text, ids in zip(batch, tok.encode_batch(batch)):
-                if tok.decode(ids) != text:
+            encoded = tok.encode_batch(batch)
+            for text, ids, back in zip(batch, encoded, tok.decode_batch(encoded)):
+                if back != text:
                     raise AssertionError(f"round trip failed on a {split} file")
                 ntok += len(ids)
             batch.clear()
