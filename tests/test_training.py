@@ -561,6 +561,12 @@ def test_completions_shared_out_over_processes_are_the_ones_made_in_process(smal
     assert [r["start"] for r in shared] == starts
     assert [{k: v for k, v in r.items() if k != "ms"} for r in shared] == \
         [{k: v for k, v in r.items() if k != "ms"} for r in here]
+    from cromwell_lsp import kernels
+
+    threads = kernels.threads()
+    alone = evaluate.completions_in_workers(weights, starts[:2], 1, **options)
+    assert [r["completion"] for r in alone] == [r["completion"] for r in here[:2]]
+    assert kernels.threads() == threads  # one worker runs here, on this process's threads
 
 
 def test_train_starts_editor_judges_what_the_server_inserts(small_tokenizer, tmp_path, capsys):

@@ -90,18 +90,17 @@ class Tokenizer:
                 out[i] = self.encode(t)
         return out
 
-    def decode(self, ids, skip_special: bool = True) -> str:
+    def _decodable(self, ids, skip_special: bool) -> list[int]:
         ids = [int(i) for i in ids]
-        if skip_special:
-            ids = [i for i in ids if i not in self._special_ids]
-        return self._tok.decode(ids, skip_special_tokens=False)
+        return [i for i in ids if i not in self._special_ids] if skip_special else ids
+
+    def decode(self, ids, skip_special: bool = True) -> str:
+        return self._tok.decode(self._decodable(ids, skip_special), skip_special_tokens=False)
 
     def decode_batch(self, batch, skip_special: bool = True) -> list[str]:
         """decode() of every id list in batch, in parallel threads."""
-        lists = [[int(i) for i in ids] for ids in batch]
-        if skip_special:
-            lists = [[i for i in ids if i not in self._special_ids] for ids in lists]
-        return self._tok.decode_batch(lists, skip_special_tokens=False)
+        return self._tok.decode_batch([self._decodable(ids, skip_special) for ids in batch],
+                                      skip_special_tokens=False)
 
     def vocab_bytes(self) -> list[bytes]:
         """The bytes of every token id (b"" for the special tokens), computed once: the

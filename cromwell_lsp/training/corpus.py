@@ -27,7 +27,6 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
-import os
 import re
 import subprocess
 import sys
@@ -281,12 +280,9 @@ def _examine(item) -> tuple:
 
 def worker_count(asked: int | None) -> int:
     """Worker processes: as asked, else one per core this process may run on."""
-    if asked is not None:
-        return max(1, asked)
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
+    from .. import kernels
+
+    return max(1, asked) if asked is not None else kernels.num_cores()
 
 
 def build(out: Path, packages=PACKAGES, cache: Path | None = None, log=print,

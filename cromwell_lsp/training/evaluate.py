@@ -258,12 +258,13 @@ def _complete_part(job) -> list[dict]:
 
 
 def completions_in_workers(weights: Path, starts: list[str], workers: int | None = None,
-                           **options) -> list[dict]:
+                           model=None, **options) -> list[dict]:
     """completions(model of `weights`, starts, **options) shared out over `workers`
     processes (default: one per core), each with its own model on one kernel thread: a
     decode step of a model this small keeps one core busy, two decodes keep two.  The
     same rows in the same order (each start is decoded alone, greedy); `ms` is the time a
-    start took in its process."""
+    start took in its process.  One worker: in this process, on `model` when given
+    (already loaded from `weights`), with the kernel threads as they are."""
     from concurrent.futures import ProcessPoolExecutor
     import multiprocessing
 
@@ -271,7 +272,9 @@ def completions_in_workers(weights: Path, starts: list[str], workers: int | None
 
     n = max(1, min(worker_count(workers), len(starts)))
     if n == 1:
-        return _complete_part((str(weights), list(starts), options))
+        from ..model import CromwellVLJEPA
+
+        return completions(model or CromwellVLJEPA.load(weights), starts, **options)
     # spawned, not forked: the parent may already run the kernels' threads
     with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn")) as pool:
         parts = list(pool.map(_complete_part,
@@ -596,7 +599,7 @@ def run(out: Path, weights: Path, corpus: Path, tokenizer: Path, eval_rows: int 
     wide = wide_starts(corpus, n_wide)
     log(f"completions of {len(wide)} held-out starts, all blocks")
     # counts only: the completions themselves would swell the report
-    report["completions_wide"] = tally(completions_in_workers(weights, wide, workers))
+    report["completions_wide"] = tally(completions_in_workers(weights, wide, workers, model))
     log("rest-of-line completions in held-out files")
     report["in_file_lines"] = in_file_lines(model, line_cases(corpus, n_lines))
     log("screenshot retrieval")
