@@ -36,7 +36,7 @@ class Settings:
     context_window: int = 2048         # tokens of prompt given to the model
     kv_cache: bool = True              # off: every request prefills its whole prompt (benchmarks)
     syntax_guard: bool = True          # Python completions refuse tokens no valid code has
-    alternatives: int = 2              # Python block completions that break the code: tries more
+    alternatives: int = 2              # Python blocks (completions, function bodies) that break the code: tries more
     features: Features = field(default_factory=Features)
 
     _LIMITS = {

@@ -2,7 +2,8 @@
 where the model's greedy block (under the syntax guard, finished as usual) would leave the
 code unparsable, the editor gets a block from another first token, which parses; with
 `alternatives: 0` it gets the greedy one, which does not.  A block that parses is the
-same either way."""
+same either way.  The "Complete function body" action likewise tries other first tokens
+when no start of its greedy body parses."""
 import ast
 
 import pytest
@@ -11,7 +12,8 @@ from lsprotocol import types as T
 from pytest_lsp import LanguageClient
 
 from cromwell_lsp.features.postprocess import breaks_code
-from tests.server_helpers import SERVER, end_of, init_params, inline_params, open_doc
+from tests.server_helpers import (SERVER, apply_text_edits, end_of, init_params, inline_params,
+                                  open_doc)
 
 # a held-out start (docs/MODEL.md) after which the packaged model writes `if not in [""`
 BROKEN = "for a in real_matrices:\n    "
@@ -48,3 +50,34 @@ async def test_a_block_that_would_break_the_code_is_replaced_by_one_that_parses(
     with pytest.raises(SyntaxError):
         ast.parse(BROKEN + greedy)
     assert await _block(client, "file:///tmp/fine.py", FINE) == fine
+
+
+# a held-out function's header (validation corpus) after which the packaged model's greedy
+# body, cut to its longest start that parses, keeps nothing: the "Complete function body"
+# action had no edit to offer before it tried other first tokens
+EMPTY = "def main():\n    pass\n"
+
+
+async def _body_edit(client: LanguageClient, uri: str) -> str | None:
+    where = T.Range(T.Position(1, 0), T.Position(1, 0))
+    listed = await client.text_document_code_action_async(T.CodeActionParams(
+        text_document=T.TextDocumentIdentifier(uri=uri), range=where,
+        context=T.CodeActionContext(diagnostics=[])))
+    body = [a for a in listed if a.title.startswith("Complete function body")]
+    assert len(body) == 1
+    action = await client.code_action_resolve_async(body[0])
+    return None if action.edit is None else apply_text_edits(EMPTY, action.edit.changes[uri])
+
+
+async def test_a_function_body_with_no_start_that_parses_is_generated_again(
+        client: LanguageClient):
+    uri = "file:///tmp/body.py"
+    open_doc(client, uri, EMPTY)
+    client.workspace_did_change_configuration(T.DidChangeConfigurationParams(
+        settings={"cromwell": {"maxTokens": 64, "alternatives": 0}}))
+    assert await _body_edit(client, uri) is None
+    client.workspace_did_change_configuration(T.DidChangeConfigurationParams(
+        settings={"cromwell": {"maxTokens": 64, "alternatives": 2}}))
+    new = await _body_edit(client, uri)
+    assert new is not None and new.startswith("def main():\n    ") and "pass" not in new
+    ast.parse(new)

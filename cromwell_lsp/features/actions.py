@@ -3,7 +3,9 @@ by the model only when the editor resolves one (codeAction/resolve).
 
   "Complete function body"  a def whose body is only a docstring, `pass` or `...`: the
                             placeholder lines are replaced by a fill-in-the-middle block,
-                            cut to its longest start that leaves the document parsing
+                            cut to its longest start that leaves the document parsing;
+                            when no start does, the block is generated again from
+                            another first token (settings.alternatives times at most)
   "Add docstring"           a def or class without one: the explain task, as a docstring
                             (offered only when the document still parses with it)
   "Fix syntax error"        each syntax error: the repair task on the lines around it; the
@@ -22,7 +24,7 @@ import textwrap
 from dataclasses import dataclass
 
 from ..model import prompts
-from ..model.generation import GenerationConfig
+from ..model.generation import GenerationConfig, GenerationStats
 from ..positions import line_ending
 from .analysis import empty_functions, image_refs, parses, syntax_errors, undocumented
 from .completion import generate_text, healed_prompt, prompt_budget
@@ -122,17 +124,25 @@ def _body(model, session, action, text, settings, cancel) -> Edit | None:
     prefix, suffix = text[:start] + indent, "\n" + text[end:].lstrip("\n") if end < len(text) else ""
     budget = prompt_budget(settings, model.config.max_seq_len)
     ids, lead = healed_prompt(prefix, suffix, model.tokenizer, budget)
-    raw = generate_text(model, session, ids, GenerationConfig(max_tokens=settings.max_tokens),
-                        cancel, lead=lead,
-                        guard_context=prefix if settings.syntax_guard else None)
-    code = finish(raw, prefix, suffix, python=True)
-    lines = code.split("\n")
-    while lines and any(line.strip() for line in lines):  # the longest start that parses
-        new = indent + "\n".join(lines) + ("\n" if start == end else "")
-        if parses(text[:start] + new + text[end:]):
-            return Edit(start, end, new)
-        lines.pop()
-    return None
+    config = GenerationConfig(max_tokens=settings.max_tokens)
+    avoid: list[int] = []
+    while True:  # the model's body, then (as for completions) up to `alternatives` others
+        stats = GenerationStats()
+        raw = generate_text(model, session, ids, config, cancel, stats, lead=lead,
+                            guard_context=prefix if settings.syntax_guard else None,
+                            avoid_first=tuple(avoid))
+        if stats.stop_reason == "cancelled":
+            return None
+        code = finish(raw, prefix, suffix, python=True)
+        lines = code.split("\n")
+        while lines and any(line.strip() for line in lines):  # the longest start that parses
+            new = indent + "\n".join(lines) + ("\n" if start == end else "")
+            if parses(text[:start] + new + text[end:]):
+                return Edit(start, end, new)
+            lines.pop()
+        if len(avoid) >= settings.alternatives or stats.first_choice is None:
+            return None
+        avoid.append(stats.first_choice)  # no start of it parses: another first token
 
 
 def fit_code(code: str, tok, limit: int) -> str:
