@@ -155,7 +155,8 @@ def _cmd_train(args) -> int:
                                         args.starts or 10_000,
                                         Path(args.against) if args.against else None,
                                         guard=args.guard, editor=args.editor,
-                                        alternatives=args.alternatives, workers=args.workers)
+                                        alternatives=args.alternatives, workers=args.workers,
+                                        mid_line=args.midline)
         print(json.dumps(report, indent=None if args.json else 2))
         return 0
     if args.what == "import":
@@ -443,6 +444,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--editor", action="store_true",
                    help="starts: judge what the server inserts in the editor (guard on, "
                         "stopped at a loop, finished as the server finishes completions)")
+    p.add_argument("--midline", action="store_true",
+                   help="starts: each start cut inside its header's line (after its first "
+                        "`(`, else after its colon), as if typed half-way; with --editor, "
+                        "what the server inserts there (the line, and the body it opens)")
     p.add_argument("--alternatives", type=int, default=None,
                    help="starts --editor: completions generated again from another first "
                         "token when one would break the code (default: the server's setting)")

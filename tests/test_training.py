@@ -601,6 +601,37 @@ def test_train_starts_editor_judges_what_the_server_inserts(small_tokenizer, tmp
         assert row["empty"] == (not shown.strip())
 
 
+def test_midline_starts_cut_inside_the_header(small_tokenizer, tmp_path, capsys):
+    """`train starts --midline`: each start cut inside its header's line (after its first
+    `(`, else after its colon); with --editor the server's completer finishes the line
+    and adds the body it opens, judged with the line as one block."""
+    import json
+
+    from cromwell_lsp import cli
+    from cromwell_lsp.model import DEFAULT_WEIGHTS as weights
+    from cromwell_lsp.training import evaluate
+
+    assert evaluate.midline("def f(x):\n    ") == "def f("
+    assert evaluate.midline("x = 1\nfor i in range(3):\n        ") == "x = 1\nfor i in range("
+    assert evaluate.midline("class A:\n    ") == "class A:"
+    assert evaluate.midline("def f(a,\n      b):\n    ") is None  # a header over two lines
+    tok, _ = small_tokenizer
+    corpus = tok.path.parent / "corpus"
+    wide = evaluate.wide_starts(corpus, 10_000)
+    cut = evaluate.midline_starts(corpus, 10_000)
+    assert cut == [m for m in map(evaluate.midline, wide) if m is not None] and len(cut) >= 6
+    out = tmp_path / "m.json"
+    assert cli.main(["train", "starts", "--editor", "--midline", "--weights", str(weights),
+                     "--corpus", str(corpus), "--out", str(out), "--starts", "6", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    rows = json.loads(out.read_text())
+    assert report["mid_line"] and [r["start"] for r in rows] == cut[:6]
+    bodies = [r for r in rows if any(l.strip() for l in r["completion"].split("\n")[1:])]
+    assert report["all"]["with_body"] == len(bodies)
+    for r in bodies:  # a body goes under a header its line finished
+        assert (r["start"] + r["completion"].split("\n")[0]).rstrip().endswith(":"), r
+
+
 @pytest.mark.parametrize("capability, fast", [("AVX512", True), ("AVX2", False),
                                               ("DEFAULT", False)])
 def test_bf16_autocast_only_where_bf16_matmuls_are_fast(monkeypatch, capability, fast):

@@ -15,6 +15,13 @@ Token healing (model/healing.py): the prompt's last token is backed off and the 
 generated tokens must re-spell it, so a cursor after an auto-indent or an open bracket
 does not leave the model after a token it rarely saw end a prefix in training.
 
+A header finished mid-line: in Python, when the rest of the line the completion wrote
+(or the line already there, the cursor after its colon) ends a block's header and the
+code after the cursor holds no body for it (`for i in range(` -> `len(items)):`), the
+body is completed too, as a block on the next line indented one step deeper than the
+header (the step the file's last body used; 4 spaces by default), with the tokens
+max_tokens left; it is kept when the code parses with it, else the line comes alone.
+
 Type-ahead (Copilot's behaviour): when the new prefix is the old prefix plus the start of
 the last suggestion (same suffix), the rest of that suggestion is the answer, no compute.
 
@@ -32,12 +39,13 @@ from ..model.generation import GenerationConfig, GenerationStats, generate_ids
 from ..model.healing import LeadConstraint, heal_prompt
 from ..model.sampling import SamplingParams, TextStream
 from ..positions import line_ending
-from .postprocess import finish_checked, line_loop_end, mode, piece_loop_end
+from .postprocess import finish_checked, indent_of, line_loop_end, mode, piece_loop_end
 from .session import common_prefix
-from .syntaxguard import LexCache, SyntaxGuard, is_python
+from .syntaxguard import LexCache, SyntaxGuard, body_pending, follows, is_python, lex
 
 ANSWER_MARGIN = 8  # tokens kept free past max_tokens within max_seq_len
 PREFILL_CHUNK = 64  # tokens per forward call of an idle pre-fill (a cancel point each)
+MIN_BODY_TOKENS = 8  # a header finished mid-line gets its body when this many tokens are left
 
 
 @dataclass(frozen=True)
@@ -182,6 +190,49 @@ def _loops(text: str, new_line: bool = True) -> bool:
     return piece_loop_end(text, STREAM_PIECE_COPIES) is not None
 
 
+def _lf(text: str) -> str:
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _header_indent(before: str, suffix: str) -> int | None:
+    """When the text before (the document up to the end of a line completion) ends a
+    Python block's header and nothing after the cursor is its body (the rest of the
+    cursor's line is blank and no deeper line follows): the header's indentation in
+    characters, which its body must exceed; else None."""
+    if suffix.split("\n", 1)[0].strip():
+        return None
+    st = lex(_lf(before) + "\n")
+    return st.body if body_pending(st, follows(_lf(suffix))) else None
+
+
+def _body_indent(before: str, header: int) -> str:
+    """The indentation of the first body line under the header that ends `before`
+    (indented `header` characters): the header line's own, one step deeper, the step
+    being the one the file's last header before it used for its body (4 spaces, or a
+    tab under a tab-indented header, when none did)."""
+    lines = before.split("\n")
+    own = lines[-1][:indent_of(lines[-1])]
+    lead = own if len(own) == header else " " * header
+    step, opened = ("\t" if "\t" in lead else "    "), None
+    for line in lines[-400:-1]:  # the header's own line last: it has no body yet
+        code = line.strip()
+        if not code or code.startswith("#"):
+            continue
+        ws = line[:indent_of(line)]
+        if opened is not None and len(ws) > len(opened) and ws.startswith(opened):
+            step = ws[len(opened):]
+        opened = ws if code.endswith(":") else None
+    return lead + step
+
+
+def _deeper(body: str, indent: int) -> bool:
+    """Is the first code line of a block completion deeper than `indent`?"""
+    for line in body.splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            return indent_of(line) > indent  # characters, as the lexer counts them
+    return False
+
+
 class Completer:
     """Completions for documents, each on its session; remembers the last suggestion per
     document for type-ahead.  Not thread-safe: the server calls it from one worker."""
@@ -196,6 +247,32 @@ class Completer:
         ahead = self._type_ahead(uri, prefix, suffix)
         if ahead is not None:
             return Completion(ahead, 0, True)
+        eol = line_ending(text)
+        out, _, stats, prefilled = self._generate(uri, prefix, suffix, settings, cancel,
+                                                  settings.max_tokens, eol)
+        if out is None:
+            return Completion("", prefilled, False, "cancelled")
+        left = settings.max_tokens - stats.generated
+        header = _header_indent(prefix + out, suffix) if (
+            is_python(uri) and left >= MIN_BODY_TOKENS and mode(prefix, suffix) == "line") else None
+        if header is not None:
+            # the body's first line starts where the editor's auto-indent would put it
+            indent = _body_indent(_lf(prefix + out), header)
+            body, broken, body_stats, more = self._generate(
+                uri, prefix + out + eol + indent, suffix, settings, cancel, left, eol)
+            prefilled += more
+            if body is None:
+                return Completion("", prefilled, False, "cancelled")
+            if body.strip() and not broken and _deeper(indent + body, header):
+                out, stats = out + eol + indent + body, body_stats
+        self._last[uri] = _Suggestion(prefix, suffix, out)
+        return Completion(out, prefilled, False, stats.stop_reason)
+
+    def _generate(self, uri: str, prefix: str, suffix: str, settings, cancel, max_tokens: int,
+                  eol: str) -> tuple[str | None, bool, GenerationStats, int]:
+        """The finished completion at the cursor between prefix and suffix (None when
+        cancelled), whether it breaks the code around the cursor, the stats of the
+        attempt shown, and the tokens prefilled."""
         ids, lead = self._prompt(prefix, suffix, settings)
         guarded = settings.syntax_guard and is_python(uri)
         guard = prefix.replace("\r\n", "\n") if guarded else None
@@ -203,7 +280,7 @@ class Completer:
         base = self._lexed.state(uri, guard[:len(guard) - len(lead)]) if guarded else None
         line_mode = mode(prefix, suffix) == "line"
         config = GenerationConfig(
-            max_tokens=settings.max_tokens, stop=("\n",) if line_mode else (),
+            max_tokens=max_tokens, stop=("\n",) if line_mode else (),
             sampling=SamplingParams(temperature=settings.temperature))
         session = self.sessions.get(uri)
         if not settings.kv_cache:
@@ -216,34 +293,31 @@ class Completer:
                                 guard_base=base, avoid_first=avoid)
             if stats.stop_reason == "cancelled":
                 return None, False, stats
-            return (*finish_checked(raw, prefix, suffix, line_ending(text),
+            return (*finish_checked(raw, prefix, suffix, eol,
                                     truncated=stats.stop_reason in ("max_tokens", "deadline"),
                                     python=is_python(uri)), stats)
 
         first = attempt()
         prefilled = session.last_prefill_tokens
-        out, stats = self._alternative(first, attempt, settings.alternatives)
-        if out is None:
-            return Completion("", prefilled, False, "cancelled")
-        self._last[uri] = _Suggestion(prefix, suffix, out)
-        return Completion(out, prefilled, False, stats.stop_reason)
+        return (*self._alternative(first, attempt, settings.alternatives), prefilled)
 
     @staticmethod
-    def _alternative(first, attempt, tries) -> tuple[str | None, GenerationStats]:
+    def _alternative(first, attempt, tries) -> tuple[str | None, bool, GenerationStats]:
         """A Python block completion that breaks the code around the cursor (as finishing
         tells it, after its own cuts) is generated again, up to `tries` times, each time
         starting with a token none of the earlier ones started with (the model's next
         choices for the first token, then its own continuation); the first one that
-        parses is shown, else the first completion stays.  Each try decodes on the prompt
-        already cached, so only completions that would have broken the code cost more."""
+        parses is shown, else the first completion stays (still breaking the code).  Each
+        try decodes on the prompt already cached, so only completions that would have
+        broken the code cost more."""
         out, broken, stats = first
         avoid = []
         while broken and len(avoid) < tries and stats.first_choice is not None:
             avoid.append(stats.first_choice)
-            other, broken, stats = attempt(tuple(avoid))
-            if other is None or not broken:
-                return other, stats
-        return out, first[2]
+            other, other_broken, stats = attempt(tuple(avoid))
+            if other is None or not other_broken:
+                return other, False, stats
+        return first
 
     def prefill(self, uri: str, text: str, offset: int, settings, cancel=None) -> int:
         """Fill the document's cache with the prompt of a completion at `offset`; returns

@@ -339,6 +339,26 @@ def wide_starts(corpus: Path, n: int, seed: int = 17) -> list[str]:
     return starts[:n]
 
 
+def midline(start: str) -> str | None:
+    """A bare start (wide_starts) cut inside its header's line, as a developer mid-way
+    through typing it: after the line's first `(` when it has one, else right after its
+    colon; None when the header spans lines."""
+    head = start[:start.rfind("\n")]
+    at = head.rfind("\n") + 1
+    header = head[at:]
+    if not header.rstrip().endswith(":") or (header.count("(") != header.count(")")):
+        return None
+    if "(" in header:
+        return start[:at + header.index("(") + 1]
+    return start[:at + header.rstrip().rindex(":") + 1]
+
+
+def midline_starts(corpus: Path, n: int) -> list[str]:
+    """Up to n held-out starts cut mid-line (midline), in wide_starts' order."""
+    cut = (midline(s) for s in wide_starts(corpus, 1 << 30))
+    return [s for s in cut if s is not None][:n]
+
+
 def tally(comps: list[dict]) -> dict:
     """Counts of judged completions: how many, useful, and each of FAILURES."""
     counts = {"starts": len(comps), "parse": sum(c["parses"] for c in comps),
@@ -364,18 +384,21 @@ def paired(comps: list[dict], other: list[dict]) -> dict:
 def starts_report(weights: Path, corpus: Path, out: Path, n: int = 10_000,
                   against: Path | None = None, guard: bool = False,
                   editor: bool = False, alternatives: int | None = None,
-                  workers: int | None = None) -> dict:
+                  workers: int | None = None, mid_line: bool = False) -> dict:
     """Greedy completions of up to n held-out block starts (wide_starts: all of them when n
     is large enough), judged; the completions written to `out` (JSON) and tallied, in all
     and over the first 3,000 (what `train eval` counts as completions_wide).  `against`:
     another model's `out` file over the same starts, for paired counts.  `guard`: decoded
     under the server's syntax guard; `editor`: judged on what the server inserts in the
     editor (see completions; `alternatives` as there), with how many inserted nothing.
-    The starts are shared out over `workers` processes (completions_in_workers)."""
+    The starts are shared out over `workers` processes (completions_in_workers).
+    `mid_line`: the starts cut inside their header's line (midline_starts), with how many
+    completions go on past that line (`with_body`)."""
     import json
 
     t0 = time.time()
-    comps = completions_in_workers(weights, wide_starts(corpus, n), workers, guard=guard,
+    starts = midline_starts(corpus, n) if mid_line else wide_starts(corpus, n)
+    comps = completions_in_workers(weights, starts, workers, guard=guard,
                                    editor=editor, alternatives=alternatives)
     out.write_text(json.dumps(comps))
     report = {"weights": str(weights), "guard": guard or editor, "editor": editor,
@@ -384,6 +407,10 @@ def starts_report(weights: Path, corpus: Path, out: Path, n: int = 10_000,
               "seconds": round(time.time() - t0, 1)}
     if editor:
         report["all"]["empty"] = sum(c["empty"] for c in comps)
+    if mid_line:
+        report["mid_line"] = True
+        report["all"]["with_body"] = sum(any(line.strip() for line in c["completion"].split("\n")[1:])
+                                         for c in comps)
     if against is not None:
         report["paired"] = {"against": str(against),
                             **paired(comps, json.loads(against.read_text()))}
