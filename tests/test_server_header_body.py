@@ -10,7 +10,7 @@ from lsprotocol import types as T
 from pytest_lsp import LanguageClient
 
 from cromwell_lsp.features.completion import (MIN_BODY_TOKENS, _body_indent, _deeper,
-                                               _header_indent)
+                                               _header_indent, _parses_with)
 from cromwell_lsp.features.postprocess import indent_of
 from tests.server_helpers import SERVER, end_of, init_params, inline_params, open_doc
 
@@ -108,3 +108,12 @@ def test_body_indent_follows_the_file():
     assert _body_indent(tabs, 1) == "\t\t"  # a tab under a tab-indented header
     assert _body_indent("x = [\n    1,\n]\nif x:", 0) == "    "  # a bracket's lines: no step
     assert _body_indent("class A:\n    # note\n\n    def f(self):", 4) == "        "
+
+
+def test_the_parse_that_decides_sees_the_header():
+    at = "def total(items):\n    s = 0\n    for i in range(len(items)):\n        "
+    assert _parses_with(at, "s += items[i]", "\n    return s\n")
+    assert not _parses_with(at, "s +=", "\n    return s\n")
+    # a header broken in itself: its body does not make it parse (breaks_code cannot tell)
+    bad = "def total(items):\n    for i in range(len(items)\n        if i == 1):\n        "
+    assert not _parses_with(bad, "return s", "")

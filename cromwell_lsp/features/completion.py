@@ -20,7 +20,9 @@ A header finished mid-line: in Python, when the rest of the line the completion 
 code after the cursor holds no body for it (`for i in range(` -> `len(items)):`), the
 body is completed too, as a block on the next line indented one step deeper than the
 header (the step the file's last body used; 4 spaces by default), with the tokens
-max_tokens left; it is kept when the code parses with it, else the line comes alone.
+max_tokens left; it is kept when the code around the cursor, header and all, parses with
+it, else the line comes alone (so a header the line leaves open, `def check(` ->
+`self,`, comes alone).
 
 Type-ahead (Copilot's behaviour): when the new prefix is the old prefix plus the start of
 the last suggestion (same suffix), the rest of that suggestion is the answer, no compute.
@@ -39,13 +41,16 @@ from ..model.generation import GenerationConfig, GenerationStats, generate_ids
 from ..model.healing import LeadConstraint, heal_prompt
 from ..model.sampling import SamplingParams, TextStream
 from ..positions import line_ending
-from .postprocess import finish_checked, indent_of, line_loop_end, mode, piece_loop_end
+from .analysis import parses
+from .postprocess import (finish_checked, indent_of, line_loop_end, mode, parse_window,
+                          piece_loop_end)
 from .session import common_prefix
 from .syntaxguard import LexCache, SyntaxGuard, body_pending, follows, is_python, lex
 
 ANSWER_MARGIN = 8  # tokens kept free past max_tokens within max_seq_len
 PREFILL_CHUNK = 64  # tokens per forward call of an idle pre-fill (a cancel point each)
 MIN_BODY_TOKENS = 8  # a header finished mid-line gets its body when this many tokens are left
+BODY_INDENT_CHARS = 40_000  # text before a header read for the file's indentation step
 
 
 @dataclass(frozen=True)
@@ -210,7 +215,7 @@ def _body_indent(before: str, header: int) -> str:
     (indented `header` characters): the header line's own, one step deeper, the step
     being the one the file's last header before it used for its body (4 spaces, or a
     tab under a tab-indented header, when none did)."""
-    lines = before.split("\n")
+    lines = before[-BODY_INDENT_CHARS:].split("\n")
     own = lines[-1][:indent_of(lines[-1])]
     lead = own if len(own) == header else " " * header
     step, opened = ("\t" if "\t" in lead else "    "), None
@@ -223,6 +228,14 @@ def _body_indent(before: str, header: int) -> str:
             step = ws[len(opened):]
         opened = ws if code.endswith(":") else None
     return lead + step
+
+
+def _parses_with(prefix: str, text: str, suffix: str) -> bool:
+    """Does the code around the cursor (postprocess.parse_window, the header included)
+    parse with text at the cursor?  False when there is no window to parse.  (breaks_code
+    cannot tell: with a header broken in itself, the code fails with `pass` there too.)"""
+    window = parse_window(_lf(prefix), _lf(suffix))
+    return window is not None and parses(window[0] + _lf(text) + window[1])
 
 
 def _deeper(body: str, indent: int) -> bool:
@@ -258,12 +271,13 @@ class Completer:
         if header is not None:
             # the body's first line starts where the editor's auto-indent would put it
             indent = _body_indent(_lf(prefix + out), header)
-            body, broken, body_stats, more = self._generate(
-                uri, prefix + out + eol + indent, suffix, settings, cancel, left, eol)
+            at = prefix + out + eol + indent
+            body, _, body_stats, more = self._generate(uri, at, suffix, settings, cancel,
+                                                       left, eol)
             prefilled += more
             if body is None:
                 return Completion("", prefilled, False, "cancelled")
-            if body.strip() and not broken and _deeper(indent + body, header):
+            if body.strip() and _deeper(indent + body, header) and _parses_with(at, body, suffix):
                 out, stats = out + eol + indent + body, body_stats
         self._last[uri] = _Suggestion(prefix, suffix, out)
         return Completion(out, prefilled, False, stats.stop_reason)
