@@ -9,9 +9,11 @@ import pytest_lsp
 from lsprotocol import types as T
 from pytest_lsp import LanguageClient
 
-from cromwell_lsp.features.completion import (MIN_BODY_TOKENS, _body_indent, _deeper,
-                                               _header_indent, _parses_with)
-from cromwell_lsp.features.postprocess import indent_of
+from cromwell_lsp.features import completion
+from cromwell_lsp.features.completion import MIN_BODY_TOKENS, _body_indent
+from cromwell_lsp.features.postprocess import finish_checked, indent_of
+from cromwell_lsp.features.syntaxguard import lex
+from cromwell_lsp.positions import with_line_ending
 from tests.server_helpers import SERVER, end_of, init_params, inline_params, open_doc
 
 LOOP = "def f(xs):\n    for x in xs"      # the model closes the header with `:`
@@ -82,6 +84,10 @@ async def test_no_body_where_the_line_alone_is_wanted(client: LanguageClient):
     assert "\n" not in shown
 
 
+def _header_indent(before: str, suffix: str) -> int | None:
+    return completion._header_indent(lex(with_line_ending(before, "\n") + "\n"), suffix)
+
+
 def test_header_indent_sees_headers_and_bodies():
     assert _header_indent("def f(xs):\n    for x in xs:", "") == 4
     assert _header_indent("def f(xs):", "\n\nx = 1\n") == 0
@@ -94,8 +100,6 @@ def test_header_indent_sees_headers_and_bodies():
     assert _header_indent("if x:  # why", "") == 0        # a comment after the colon
     assert _header_indent("if x: return 1", "") is None   # a one-line body
     assert _header_indent("def f():\r\n    while True:", "\r\n") == 4
-    assert _deeper("    return 1", 0) and not _deeper("return 1", 0)
-    assert _deeper("\n    # why\n        x = 1", 4) and not _deeper("    # only a comment", 0)
     assert MIN_BODY_TOKENS >= 1
 
 
@@ -111,9 +115,16 @@ def test_body_indent_follows_the_file():
 
 
 def test_the_parse_that_decides_sees_the_header():
+    """A body is shown when finishing says the code around the cursor parses with it
+    (False), not when it breaks the code (True) or nothing can be told (None)."""
+    def broken(prefix, body, suffix):
+        return finish_checked(body, prefix, suffix, python=True)[1]
+
     at = "def total(items):\n    s = 0\n    for i in range(len(items)):\n        "
-    assert _parses_with(at, "s += items[i]", "\n    return s\n")
-    assert not _parses_with(at, "s +=", "\n    return s\n")
-    # a header broken in itself: its body does not make it parse (breaks_code cannot tell)
+    assert broken(at, "s += items[i]", "\n    return s\n") is False
+    assert broken(at, "s +=", "\n    return s\n") is True
+    assert broken("for x in xs:\n    ", "# only a comment", "") is True
+    # a header broken in itself: its body cannot make it parse, and breaks_code cannot tell
     bad = "def total(items):\n    for i in range(len(items)\n        if i == 1):\n        "
-    assert not _parses_with(bad, "return s", "")
+    assert broken(bad, "return s", "") is None
+    assert finish_checked("x)", "print(", "", python=True)[1] is None  # a line: not judged

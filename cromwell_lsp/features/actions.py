@@ -25,9 +25,9 @@ from dataclasses import dataclass
 
 from ..model import prompts
 from ..model.generation import GenerationConfig, GenerationStats
-from ..positions import line_ending
+from ..positions import line_ending, with_line_ending
 from .analysis import empty_functions, image_refs, parses, syntax_errors, undocumented
-from .completion import generate_text, healed_prompt, prompt_budget
+from .completion import generate_text, healed_prompt, prompt_budget, with_alternatives
 from .postprocess import finish
 
 REPAIR_CONTEXT_LINES = 8
@@ -49,7 +49,7 @@ class Edit:
 
 def list_actions(text: str, first_line: int, last_line: int) -> list[Action]:
     """The actions for a cursor or selection on lines first_line..last_line (0-based)."""
-    text = _lf(text)
+    text = with_line_ending(text, "\n")
     hit = lambda d: d.line <= last_line and first_line <= d.end_line  # noqa: E731
     out = [Action(f"Complete function body of {d.name}", "body", d.line)
            for d in empty_functions(text) if hit(d) and d.body_line > d.line]
@@ -70,7 +70,7 @@ def resolve(model, session, action: Action, text: str, settings, cancel=None, *,
     roots (the workspace folders) locate the image of a screenshot action; an image
     outside the roots or unreadable raises ValueError with the reason."""
     if "\r" in text:  # offsets below are computed on "\n" text; map them back at the end
-        edit = resolve(model, session, action, _lf(text), settings, cancel,
+        edit = resolve(model, session, action, with_line_ending(text, "\n"), settings, cancel,
                        doc_path=doc_path, roots=roots)
         return None if edit is None else _to_crlf(edit, text)
     if action.kind == "screenshot":
@@ -79,15 +79,11 @@ def resolve(model, session, action: Action, text: str, settings, cancel=None, *,
     return fn(model, session, action, text, settings, cancel) if fn else None
 
 
-def _lf(text: str) -> str:
-    return text.replace("\r\n", "\n").replace("\r", "\n")
-
-
 def _to_crlf(edit: Edit, original: str) -> Edit:
     """Offsets in the "\\n" text -> offsets in the original text with its line endings."""
     ending = line_ending(original)
     extra = len(ending) - 1
-    lf = _lf(original)
+    lf = with_line_ending(original, "\n")
     start = edit.start + lf.count("\n", 0, edit.start) * extra
     end = edit.end + lf.count("\n", 0, edit.end) * extra
     return Edit(start, end, edit.text.replace("\n", ending))
@@ -125,24 +121,23 @@ def _body(model, session, action, text, settings, cancel) -> Edit | None:
     budget = prompt_budget(settings, model.config.max_seq_len)
     ids, lead = healed_prompt(prefix, suffix, model.tokenizer, budget)
     config = GenerationConfig(max_tokens=settings.max_tokens)
-    avoid: list[int] = []
-    while True:  # the model's body, then (as for completions) up to `alternatives` others
+
+    def attempt(avoid=()) -> tuple[Edit | None, bool, GenerationStats]:
         stats = GenerationStats()
         raw = generate_text(model, session, ids, config, cancel, stats, lead=lead,
                             guard_context=prefix if settings.syntax_guard else None,
-                            avoid_first=tuple(avoid))
+                            avoid_first=avoid)
         if stats.stop_reason == "cancelled":
-            return None
-        code = finish(raw, prefix, suffix, python=True)
-        lines = code.split("\n")
+            return None, False, stats
+        lines = finish(raw, prefix, suffix, python=True).split("\n")
         while lines and any(line.strip() for line in lines):  # the longest start that parses
             new = indent + "\n".join(lines) + ("\n" if start == end else "")
             if parses(text[:start] + new + text[end:]):
-                return Edit(start, end, new)
+                return Edit(start, end, new), False, stats
             lines.pop()
-        if len(avoid) >= settings.alternatives or stats.first_choice is None:
-            return None
-        avoid.append(stats.first_choice)  # no start of it parses: another first token
+        return None, True, stats  # no start of it parses: another first token, if allowed
+
+    return with_alternatives(attempt(), attempt, settings.alternatives)[0]
 
 
 def fit_code(code: str, tok, limit: int) -> str:

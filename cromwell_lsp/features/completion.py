@@ -40,12 +40,10 @@ from ..model import prompts
 from ..model.generation import GenerationConfig, GenerationStats, generate_ids
 from ..model.healing import LeadConstraint, heal_prompt
 from ..model.sampling import SamplingParams, TextStream
-from ..positions import line_ending
-from .analysis import parses
-from .postprocess import (finish_checked, indent_of, line_loop_end, mode, parse_window,
-                          piece_loop_end)
+from ..positions import line_ending, with_line_ending
+from .postprocess import finish_checked, indent_of, line_loop_end, mode, piece_loop_end
 from .session import common_prefix
-from .syntaxguard import LexCache, SyntaxGuard, body_pending, follows, is_python, lex
+from .syntaxguard import LexCache, LexState, SyntaxGuard, body_pending, follows, is_python, scan
 
 ANSWER_MARGIN = 8  # tokens kept free past max_tokens within max_seq_len
 PREFILL_CHUNK = 64  # tokens per forward call of an idle pre-fill (a cancel point each)
@@ -195,19 +193,14 @@ def _loops(text: str, new_line: bool = True) -> bool:
     return piece_loop_end(text, STREAM_PIECE_COPIES) is not None
 
 
-def _lf(text: str) -> str:
-    return text.replace("\r\n", "\n").replace("\r", "\n")
-
-
-def _header_indent(before: str, suffix: str) -> int | None:
-    """When the text before (the document up to the end of a line completion) ends a
-    Python block's header and nothing after the cursor is its body (the rest of the
+def _header_indent(st: LexState, suffix: str) -> int | None:
+    """When the lexer's state after a text and a line break (`st`) says the text ends a
+    Python block's header, and nothing after the cursor is its body (the rest of the
     cursor's line is blank and no deeper line follows): the header's indentation in
     characters, which its body must exceed; else None."""
     if suffix.split("\n", 1)[0].strip():
         return None
-    st = lex(_lf(before) + "\n")
-    return st.body if body_pending(st, follows(_lf(suffix))) else None
+    return st.body if body_pending(st, follows(suffix)) else None
 
 
 def _body_indent(before: str, header: int) -> str:
@@ -215,7 +208,7 @@ def _body_indent(before: str, header: int) -> str:
     (indented `header` characters): the header line's own, one step deeper, the step
     being the one the file's last header before it used for its body (4 spaces, or a
     tab under a tab-indented header, when none did)."""
-    lines = before[-BODY_INDENT_CHARS:].split("\n")
+    lines = with_line_ending(before[-BODY_INDENT_CHARS:], "\n").split("\n")
     own = lines[-1][:indent_of(lines[-1])]
     lead = own if len(own) == header else " " * header
     step, opened = ("\t" if "\t" in lead else "    "), None
@@ -230,20 +223,24 @@ def _body_indent(before: str, header: int) -> str:
     return lead + step
 
 
-def _parses_with(prefix: str, text: str, suffix: str) -> bool:
-    """Does the code around the cursor (postprocess.parse_window, the header included)
-    parse with text at the cursor?  False when there is no window to parse.  (breaks_code
-    cannot tell: with a header broken in itself, the code fails with `pass` there too.)"""
-    window = parse_window(_lf(prefix), _lf(suffix))
-    return window is not None and parses(window[0] + _lf(text) + window[1])
-
-
-def _deeper(body: str, indent: int) -> bool:
-    """Is the first code line of a block completion deeper than `indent`?"""
-    for line in body.splitlines():
-        if line.strip() and not line.lstrip().startswith("#"):
-            return indent_of(line) > indent  # characters, as the lexer counts them
-    return False
+def with_alternatives(first, attempt, tries) -> tuple:
+    """A Python block that breaks the code around the cursor (first: text, broken, stats
+    as finishing tells it, after its own cuts) is generated again by attempt(avoid), up
+    to `tries` times, each time starting with a token none of the earlier ones started
+    with (the model's next choices for the first token, then its own continuation); the
+    first one that does not break the code is the answer, else the first stays (still
+    breaking it).  A cancelled try (text None, broken False) ends it.  Each try decodes on
+    the prompt already cached, so only blocks that would have broken the code cost more.
+    Inline completions and the "Complete function body" action both use it."""
+    out, broken, stats = first
+    avoid = []
+    while broken and len(avoid) < tries and stats.first_choice is not None:
+        avoid.append(stats.first_choice)
+        other = attempt(tuple(avoid))
+        if not other[1]:
+            return other
+        stats = other[2]
+    return first
 
 
 class Completer:
@@ -266,18 +263,21 @@ class Completer:
         if out is None:
             return Completion("", prefilled, False, "cancelled")
         left = settings.max_tokens - stats.generated
-        header = _header_indent(prefix + out, suffix) if (
-            is_python(uri) and left >= MIN_BODY_TOKENS and mode(prefix, suffix) == "line") else None
+        header = None
+        if is_python(uri) and left >= MIN_BODY_TOKENS and mode(prefix, suffix) == "line":
+            # on from the lexer state the guard kept for this document: the cursor's line only
+            st = self._lexed.state(uri, with_line_ending(prefix, "\n"))
+            scan(with_line_ending(out, "\n") + "\n", st)
+            header = _header_indent(st, suffix)
         if header is not None:
             # the body's first line starts where the editor's auto-indent would put it
-            indent = _body_indent(_lf(prefix + out), header)
-            at = prefix + out + eol + indent
-            body, _, body_stats, more = self._generate(uri, at, suffix, settings, cancel,
-                                                       left, eol)
+            indent = _body_indent(prefix + out, header)
+            body, broken, body_stats, more = self._generate(
+                uri, prefix + out + eol + indent, suffix, settings, cancel, left, eol)
             prefilled += more
             if body is None:
                 return Completion("", prefilled, False, "cancelled")
-            if body.strip() and _deeper(indent + body, header) and _parses_with(at, body, suffix):
+            if broken is False:  # the code around the cursor, header and all, parses with it
                 out, stats = out + eol + indent + body, body_stats
         self._last[uri] = _Suggestion(prefix, suffix, out)
         return Completion(out, prefilled, False, stats.stop_reason)
@@ -285,8 +285,8 @@ class Completer:
     def _generate(self, uri: str, prefix: str, suffix: str, settings, cancel, max_tokens: int,
                   eol: str) -> tuple[str | None, bool, GenerationStats, int]:
         """The finished completion at the cursor between prefix and suffix (None when
-        cancelled), whether it breaks the code around the cursor, the stats of the
-        attempt shown, and the tokens prefilled."""
+        cancelled), whether it breaks the code around the cursor (finish_checked's True,
+        False or None), the stats of the attempt shown, and the tokens prefilled."""
         ids, lead = self._prompt(prefix, suffix, settings)
         guarded = settings.syntax_guard and is_python(uri)
         guard = prefix.replace("\r\n", "\n") if guarded else None
@@ -313,25 +313,7 @@ class Completer:
 
         first = attempt()
         prefilled = session.last_prefill_tokens
-        return (*self._alternative(first, attempt, settings.alternatives), prefilled)
-
-    @staticmethod
-    def _alternative(first, attempt, tries) -> tuple[str | None, bool, GenerationStats]:
-        """A Python block completion that breaks the code around the cursor (as finishing
-        tells it, after its own cuts) is generated again, up to `tries` times, each time
-        starting with a token none of the earlier ones started with (the model's next
-        choices for the first token, then its own continuation); the first one that
-        parses is shown, else the first completion stays (still breaking the code).  Each
-        try decodes on the prompt already cached, so only completions that would have
-        broken the code cost more."""
-        out, broken, stats = first
-        avoid = []
-        while broken and len(avoid) < tries and stats.first_choice is not None:
-            avoid.append(stats.first_choice)
-            other, other_broken, stats = attempt(tuple(avoid))
-            if other is None or not other_broken:
-                return other, False, stats
-        return first
+        return (*with_alternatives(first, attempt, settings.alternatives), prefilled)
 
     def prefill(self, uri: str, text: str, offset: int, settings, cancel=None) -> int:
         """Fill the document's cache with the prompt of a completion at `offset`; returns

@@ -364,20 +364,23 @@ def breaks_code(completion: str, prefix: str, suffix: str) -> bool:
     does.  False when nothing can be told (no window, or the code is broken without
     the completion: the developer's code after the cursor is half written)."""
     def lf(t: str) -> str:
-        return t.replace("\r\n", "\n").replace("\r", "\n")
+        return with_line_ending(t, "\n")
 
-    return _keep_parsing(lf(completion), lf(prefix), lf(suffix), cut=False)[1]
+    return _keep_parsing(lf(completion), lf(prefix), lf(suffix), cut=False)[1] is True
 
 
 def _keep_parsing(completion: str, prefix: str, suffix: str,
-                  cut: bool = True) -> tuple[str, bool]:
+                  cut: bool = True) -> tuple[str, bool | None]:
     """keep_parsing's text (the completion itself when not `cut`) and whether that text
-    still breaks the code (breaks_code), from the same parses: one when the completion
-    parses, two when the code is broken with it (the second with `pass`), and one more
-    for each start tried (CUTS at most)."""
+    breaks the code: True as breaks_code tells it, False when the code around the cursor
+    parses with it, None when nothing can be told (no window, or the code is broken
+    with `pass` there too: the code after the cursor, or a header before it, is half
+    written).  From the same parses: one when the completion parses, two when the code
+    is broken with it (the second with `pass`), and one more for each start tried (CUTS
+    at most)."""
     window = parse_window(prefix, suffix)
     if window is None:
-        return completion, False
+        return completion, None
     head, tail = window
     from .analysis import error_line, parses
 
@@ -385,7 +388,7 @@ def _keep_parsing(completion: str, prefix: str, suffix: str,
     if line is None:
         return completion, False
     if not parses(head + "pass" + tail):
-        return completion, False  # broken without this completion too: the code after it
+        return completion, None  # broken without this completion too: the code around it
     if not cut or line <= head.count("\n") or not completion.strip():
         return completion, True
     breaks = [i for i, c in enumerate(completion) if c == "\n"][-CUTS:]
@@ -406,19 +409,20 @@ def finish(completion: str, prefix: str, suffix: str, document_ending: str = "\n
 
 
 def finish_checked(completion: str, prefix: str, suffix: str, document_ending: str = "\n",
-                   truncated: bool = False, python: bool = False) -> tuple[str, bool]:
-    """finish's text, and whether it breaks the code around the cursor (breaks_code,
-    told by the parses keep_parsing makes anyway; False for all but Python blocks)."""
-    completion = completion.replace("\r\n", "\n").replace("\r", "\n")
-    prefix = prefix.replace("\r\n", "\n").replace("\r", "\n")
-    suffix = suffix.replace("\r\n", "\n").replace("\r", "\n")
+                   truncated: bool = False, python: bool = False) -> tuple[str, bool | None]:
+    """finish's text, and whether it breaks the code around the cursor, told by the
+    parses keep_parsing makes anyway: True (breaks_code), False (the code parses with
+    it) or None (nothing can be told; always for all but Python blocks)."""
+    completion = with_line_ending(completion, "\n")
+    prefix = with_line_ending(prefix, "\n")
+    suffix = with_line_ending(suffix, "\n")
     line_mode = mode(prefix, suffix) == "line"
     if truncated and not line_mode:
         completion = drop_unfinished(completion)
     text = cut_repetition(cut_block(completion, prefix, line_mode))
     text = trim_suffix_overlap(text, suffix)
     text = balance_brackets(text, prefix, suffix, line_mode)
-    broken = False
+    broken = None
     if python and not line_mode:
         text, broken = _keep_parsing(drop_open_end(text, prefix, suffix), prefix, suffix)
     text = re.sub(r"[ \t]+$", "", text, flags=re.M) if "\n" in text else text.rstrip("\n")
