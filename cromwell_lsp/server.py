@@ -34,7 +34,7 @@ from .features.screenshot import SnippetIndex
 from .features.idle import edit_end
 from .features.session import Session, Sessions
 from .model.healing import vocab_index
-from .positions import Lines
+from .positions import Lines, with_line_ending
 from .settings import Settings
 
 STATS = "cromwell/stats"
@@ -196,7 +196,7 @@ class CromwellServer(LanguageServer):
         diags = [T.Diagnostic(range=_range(lines, p.line, p.col, p.end_line, p.end_col, enc),
                               message=p.message, severity=T.DiagnosticSeverity.Error,
                               source="cromwell")
-                 for p in syntax_errors(text.replace("\r\n", "\n"))]
+                 for p in syntax_errors(with_line_ending(text, "\n"))]
         self.text_document_publish_diagnostics(
             T.PublishDiagnosticsParams(uri=uri, diagnostics=diags, version=version))
 

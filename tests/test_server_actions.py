@@ -63,3 +63,19 @@ async def test_syntax_errors_are_diagnostics_and_fixes_only_when_they_parse(clie
     action = await client.code_action_resolve_async(fixes[0])
     if action.edit is not None:
         ast.parse(apply_text_edits(BROKEN, action.edit.changes[URI]))
+
+
+async def test_diagnostics_point_at_the_same_place_whatever_the_line_ending(client: LanguageClient):
+    """A syntax error is reported on the same line and column in an LF, CRLF or lone-CR
+    document (the editor counts every one of them as a line break)."""
+    code = "def f(x):\n    return x\n\n\ndef g(:\n    pass\n"
+    ranges = {}
+    for name, eol in (("lf", "\n"), ("crlf", "\r\n"), ("cr", "\r")):
+        uri = f"file:///tmp/eol_{name}.py"
+        open_doc(client, uri, code.replace("\n", eol))
+        while not client.diagnostics.get(uri):
+            await client.wait_for_notification(T.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS)
+        ranges[name] = [(d.range.start.line, d.range.start.character, d.range.end.line,
+                         d.range.end.character) for d in client.diagnostics[uri]]
+    assert ranges["lf"][0][:2] == (4, 6)
+    assert ranges["crlf"] == ranges["lf"] and ranges["cr"] == ranges["lf"]

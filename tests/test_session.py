@@ -98,3 +98,18 @@ def test_crlf_documents_get_crlf_completions(tiny_model):
     text = "def f(x):\r\n    "
     out = c.complete("u", text, len(text), settings)
     assert "\n" not in out.text.replace("\r\n", "")
+
+
+@pytest.mark.parametrize("uri", ["u.py", "u.txt"])
+def test_line_endings_do_not_change_what_the_model_writes(tiny_model, uri):
+    """CRLF and lone-CR documents are prompted (and syntax-guarded) as the LF document:
+    the completion is the same, in the document's own line ending."""
+    settings = dataclasses.replace(Settings(), max_tokens=24)
+    got = {}
+    for eol in ("\n", "\r\n", "\r"):
+        c = Completer(tiny_model, Sessions(tiny_model.new_cache, 1 << 30))
+        text = CODE.replace("\n", eol)
+        got[eol] = c.complete(uri, text, len(text), settings).text
+    assert got["\n"]
+    assert got["\r\n"] == got["\n"].replace("\n", "\r\n")
+    assert got["\r"] == got["\n"].replace("\n", "\r")

@@ -289,7 +289,7 @@ class Completer:
         False or None), the stats of the attempt shown, and the tokens prefilled."""
         ids, lead = self._prompt(prefix, suffix, settings)
         guarded = settings.syntax_guard and is_python(uri)
-        guard = prefix.replace("\r\n", "\n") if guarded else None
+        guard = with_line_ending(prefix, "\n") if guarded else None
         after = suffix if guarded else None
         base = self._lexed.state(uri, guard[:len(guard) - len(lead)]) if guarded else None
         line_mode = mode(prefix, suffix) == "line"
@@ -341,7 +341,7 @@ class Completer:
     def _prompt(self, prefix: str, suffix: str, settings) -> tuple[list[int], str]:
         """The healed prompt: its ids and the text the completion must re-spell first."""
         budget = prompt_budget(settings, self.model.config.max_seq_len)
-        return healed_prompt(prefix.replace("\r\n", "\n"), suffix.replace("\r\n", "\n"),
+        return healed_prompt(with_line_ending(prefix, "\n"), with_line_ending(suffix, "\n"),
                              self.model.tokenizer, budget)
 
     def _type_ahead(self, uri: str, prefix: str, suffix: str) -> str | None:

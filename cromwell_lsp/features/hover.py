@@ -6,6 +6,7 @@ Markdown out, no LSP here.
 """
 from __future__ import annotations
 
+from ..positions import with_line_ending
 from .actions import explanation
 from .analysis import image_refs, symbol_at
 from .screenshot import explain_image, resolve_image
@@ -27,7 +28,7 @@ def hover_text(model, session, text: str, line: int, col: int, settings, cancel=
                doc_path=None, roots=None, documents=None, index=None) -> str | None:
     """Markdown for a hover at (line, col) (0-based, code points), or None.  doc_path,
     roots (workspace folders) and documents (open uri -> text) serve image hovers."""
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    text = with_line_ending(text, "\n")
     lines = text.split("\n")
     if not 0 <= line < len(lines):
         return None

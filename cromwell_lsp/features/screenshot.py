@@ -30,6 +30,7 @@ from ..model import prompts
 from ..model.generation import GenerationConfig
 from ..model.images import IMAGE_SUFFIXES
 from ..model.sampling import SamplingParams
+from ..positions import with_line_ending
 from .analysis import _definitions, _parse
 
 WINDOW_LINES = 12
@@ -89,7 +90,7 @@ class Snippet:
 def snippets_of(path: str, text: str) -> list[Snippet]:
     """Every def and class of a Python text, or windows of WINDOW_LINES lines when it does
     not parse (or defines nothing)."""
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    text = with_line_ending(text, "\n")
     lines = text.split("\n")
     tree = _parse(text)
     out = []
