@@ -111,7 +111,7 @@ def _cmd_train(args) -> int:
 
         manifest = corpus.build(Path(args.out), cache=Path(args.cache) if args.cache else None,
                                 packages=[] if args.stdlib_only else corpus.PACKAGES, log=log,
-                                workers=args.workers)
+                                workers=args.workers, max_files=args.max_files)
         summary = {k: v for k, v in manifest.items() if k != "sources"}
         print(json.dumps(summary if args.json else manifest, indent=None if args.json else 2))
         return 0
@@ -142,7 +142,7 @@ def _cmd_train(args) -> int:
 
         weights = Path(args.weights) if args.weights else Path(args.out) / "export" / "model-int8.safetensors"
         report = evaluate.run(Path(args.out), weights, Path(args.corpus), Path(args.tokenizer),
-                              workers=args.workers, log=log)
+                              workers=args.workers, log=log, cases=args.eval_cases)
         print(json.dumps(report, indent=None if args.json else 2))
         return 0
     if args.what == "starts":
@@ -224,7 +224,7 @@ def _train_all(args, log) -> int:
     if not (corpus_dir / "manifest.json").exists():
         timed("corpus", lambda: corpus.build(corpus_dir, cache=Path(args.cache) if args.cache else None,
                                              packages=[] if args.stdlib_only else corpus.PACKAGES, log=log,
-                                             workers=args.workers))
+                                             workers=args.workers, max_files=args.max_files))
     if not tok_path.exists():
         timed("tokenizer", lambda: tokenizer.train(corpus_dir, tok_path, args.vocab, log=log))
     knobs = {k: v for k, v in vars(args).items() if k in _TRAIN_KNOBS and v is not None}
@@ -242,7 +242,8 @@ def _train_all(args, log) -> int:
         timed("ship", lambda: export(out / "ckpt.pt", Path(args.to), tok_path, log=log,
                                      quants=("int8",)))
     ev = timed("eval", lambda: evaluate.run(out, out / "export" / "model-int8.safetensors",
-                                           corpus_dir, tok_path, workers=args.workers, log=log))
+                                           corpus_dir, tok_path, workers=args.workers, log=log,
+                                           cases=args.eval_cases))
     summary = {"times_s": times, "total_min": round(sum(times.values()) / 60, 1),
                "steps": trained["step"], "tokens": trained["tokens"], "export": report,
                "completions_parse": ev["completions_parse"],
@@ -460,6 +461,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: one per core)")
     p.add_argument("--cache", default=None, help="folder for downloaded wheels")
     p.add_argument("--stdlib-only", action="store_true", help="corpus from the standard library only")
+    p.add_argument("--max-files", type=int, default=None,
+                   help="corpus, all: each source's first N files only (a quick trial run)")
+    p.add_argument("--eval-cases", type=int, default=None,
+                   help="eval, all: at most N cases in each of the report's samples "
+                        "(a quick look at a trial run, not a measure)")
     p.add_argument("--vocab", type=int, default=16384, help="tokenizer vocabulary size")
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.set_defaults(func=_cmd_train)

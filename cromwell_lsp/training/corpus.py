@@ -287,10 +287,12 @@ def worker_count(asked: int | None) -> int:
 
 def build(out: Path, packages=PACKAGES, cache: Path | None = None, log=print,
           sources: list[Source] | None = None, val_fraction: float = VAL_FRACTION,
-          workers: int | None = None) -> dict:
+          workers: int | None = None, max_files: int | None = None) -> dict:
     """Build the corpus into `out`; returns the manifest (also written to manifest.json).
     The per-file work (filters, hashes, HumanEval n-grams, MinHash) runs in `workers`
-    processes (default: one per core), in order, so the output is the same for any count."""
+    processes (default: one per core), in order, so the output is the same for any count.
+    `max_files` keeps each source's first files only (a quick trial of the pipeline; the
+    manifest records it)."""
     out.mkdir(parents=True, exist_ok=True)
     if sources is None:
         sources = [stdlib_source()] + fetch_wheels(packages, cache or out / "wheels", log)
@@ -313,17 +315,18 @@ def build(out: Path, packages=PACKAGES, cache: Path | None = None, log=print,
         with open(out / "train.jsonl", "w", encoding="utf-8") as train, \
                 open(out / "val.jsonl", "w", encoding="utf-8") as val:
             for src in sources:
+                files = src.files if max_files is None else src.files[:max_files]
                 entry = {"name": src.name, "version": src.version, "license": src.license,
-                         "files": len(src.files), "kept": 0}
+                         "files": len(files), "kept": 0}
                 manifest_sources.append(entry)
                 if not PERMISSIVE.search(src.license):
                     entry["skipped"] = "licence not on the permissive list"
-                    dropped["licence"] = dropped.get("licence", 0) + len(src.files)
+                    dropped["licence"] = dropped.get("licence", 0) + len(files)
                     continue
-                log(f"{src.name} {src.version}: {len(src.files)} files")
-                verdicts = (pool.imap(_examine, src.files, chunksize=8) if pool
-                            else map(_examine, src.files))
-                for (path, text), (reason, digest, leaked, sig) in zip(src.files, verdicts):
+                log(f"{src.name} {src.version}: {len(files)} files")
+                verdicts = (pool.imap(_examine, files, chunksize=8) if pool
+                            else map(_examine, files))
+                for (path, text), (reason, digest, leaked, sig) in zip(files, verdicts):
                     if reason is None:
                         if digest in exact:
                             reason = "exact_duplicate"
@@ -353,6 +356,8 @@ def build(out: Path, packages=PACKAGES, cache: Path | None = None, log=print,
         "train_files": kept["train"][0], "train_bytes": kept["train"][1],
         "val_files": kept["val"][0], "val_bytes": kept["val"][1],
     }
+    if max_files is not None:
+        manifest["max_files_per_source"] = max_files
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return manifest
 

@@ -571,9 +571,11 @@ class EngineAsTwin:
 
 def run(out: Path, weights: Path, corpus: Path, tokenizer: Path, eval_rows: int = 64,
         bpb_bytes: int = 200_000, n_snippets: int = 100, n_lines: int = 400, n_starts: int = 100,
-        n_wide: int = 3000, workers: int | None = None, log=print) -> dict:
+        n_wide: int = 3000, workers: int | None = None, log=print,
+        cases: int | None = None) -> dict:
     """The whole report for the run in `out` (its checkpoint) and its exported `weights`,
-    also written to out/eval.json."""
+    also written to out/eval.json.  `cases` caps every sample's size (validation rows per
+    task, snippets, in-file lines, held-out and wide starts): a quick look, not a measure."""
     import json
 
     import torch
@@ -583,6 +585,9 @@ def run(out: Path, weights: Path, corpus: Path, tokenizer: Path, eval_rows: int 
     from .train import Trainer, TrainConfig, unigram_bpb, unigram_logp
 
     t0 = time.time()
+    if cases is not None:
+        eval_rows, n_snippets, n_lines, n_starts, n_wide = (
+            min(n, cases) for n in (eval_rows, n_snippets, n_lines, n_starts, n_wide))
     # the run's settings (row length, seed); mapped, the Trainer reads the tensors
     saved = torch.load(out / "ckpt.pt", map_location="cpu", weights_only=False,
                        mmap=True)["train_config"]
@@ -591,7 +596,7 @@ def run(out: Path, weights: Path, corpus: Path, tokenizer: Path, eval_rows: int 
                        "source_weights": ""})  # the training stream's mixture: not used here,
     # and the evaluation corpus may lack the sources the run weighted
     trainer = Trainer(c, log=lambda m: None)
-    report: dict = {"step": trainer.step, "tokens_seen": trainer.tokens_seen,
+    report: dict = {"cases": cases, "step": trainer.step, "tokens_seen": trainer.tokens_seen,
                     "train_hours": round(trainer.elapsed / 3600, 2),
                     "params": trainer.cfg.n_params()}
     log("validation: trained model")
