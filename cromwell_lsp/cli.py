@@ -106,6 +106,10 @@ def _cmd_train(args) -> int:
     def log(msg):
         print(msg, file=sys.stderr)
 
+    for flag in ("max_files", "eval_cases"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
+            raise ValueError(f"--{flag.replace('_', '-')} must be 1 or more, "
+                             f"not {getattr(args, flag)}")
     if args.what == "corpus":
         from .training import corpus
 

@@ -62,3 +62,13 @@ def test_train_all_from_an_empty_folder_to_a_shipped_model_and_again(tmp_path):
     assert list(again["times_s"]) == ["train", "export", "ship", "eval"]
     assert again["steps"] == 4 and again["tokens"] == summary["tokens"]
     assert (tmp_path / "corpus" / "train.jsonl").stat().st_mtime_ns == corpus_before
+
+
+@pytest.mark.parametrize("flag", ["--max-files", "--eval-cases"])
+def test_trial_sizes_below_one_are_a_clear_error(tmp_path, capsys, flag):
+    from cromwell_lsp import cli
+
+    assert cli.main(["train", "all", "--out", str(tmp_path / "run"), "--corpus",
+                     str(tmp_path / "corpus"), flag, "0"]) == 2
+    assert f"{flag} must be 1 or more" in capsys.readouterr().err
+    assert not (tmp_path / "corpus").exists()
