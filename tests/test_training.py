@@ -704,3 +704,13 @@ def test_train_all_gives_training_what_the_budget_leaves():
     assert training_budget(55, 4.5 * 60) == pytest.approx(55 - 4.5 - EXPORT_RESERVE_MIN)
     with pytest.raises(SystemExit, match="leaves 0.5 min for training"):
         training_budget(10, 8.5 * 60)
+
+
+def test_eta_counts_the_pace_after_the_first_slow_steps():
+    from cromwell_lsp.training.train import eta_minutes
+
+    # 5 slow steps (60 s), then 15 at 4 s: 100 steps left take 400 s, not 100 x 120 / 20
+    session, mark = (0.0, 1000), (60.0, 1005, 0.0)
+    assert eta_minutes(120.0, 1020, 1120, session, mark) == pytest.approx(400 / 60)
+    assert eta_minutes(120.0, 1020, 1120, session, None) == pytest.approx(600 / 60)
+    assert eta_minutes(60.0, 1005, 1105, session, mark) == pytest.approx(1200 / 60)

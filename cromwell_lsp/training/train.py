@@ -97,6 +97,16 @@ def bf16_is_fast(device: str) -> bool:
 
 PLAN_WARM = 5       # a session's first steps (slower: allocations, threads) are not timed
 PLAN_AFTER = 20     # a budgeted run sets its step count after this many
+
+
+def eta_minutes(now: float, step: int, steps: int, session: tuple[float, int],
+                mark: tuple | None) -> float:
+    """Minutes to step `steps` at the pace since `mark` (time, step, ...: the session's
+    first PLAN_WARM steps done), or since the session began (time, step) before that:
+    the first steps' allocations and thread start-up would otherwise inflate the
+    estimate for the whole run."""
+    t0, s0 = mark[:2] if mark is not None and step > mark[1] else session
+    return (steps - step) * (now - t0) / max(step - s0, 1) / 60
 PLAN_MARGIN = 1.03  # the measured pace, padded for checkpoints and a noisy machine
 
 
@@ -466,8 +476,7 @@ class Trainer:
                 now = time.time()
                 tok_s = (self.tokens_seen - tokens_at_last) / max(now - last, 1e-9)
                 last, tokens_at_last = now, self.tokens_seen
-                eta = ((c.steps - self.step) * (now - session_start)
-                       / max(self.step - session_step, 1) / 60)
+                eta = eta_minutes(now, self.step, c.steps, (session_start, session_step), mark)
                 self.log(f"step {self.step}/{c.steps} loss {metrics['loss']:.4f} "
                          f"lm {metrics.get('lm', float('nan')):.3f} "
                          f"lr {metrics['lr']:.2e} {tok_s:,.0f} tok/s  eta {eta:.1f} min"
