@@ -343,6 +343,10 @@ def test_the_lexer_cache_follows_typing_and_lexes_anew_after_an_edit_above():
     # an edit above the cursor: lexed anew from the window, as without the cache
     edited = "x = (\n" + src[:CONTEXT // 2]
     assert cache.state("a.py", edited) == lex(edited)
+    # asked about a text the document does not go on from: the same state, the head kept
+    head = cache._heads["a.py"]
+    assert cache.state("a.py", edited + "y = 1\n    ", remember=False) == lex(edited + "y = 1\n    ")
+    assert cache._heads["a.py"] is head
     # documents are kept apart, and forgotten
     assert cache.state("b.py", "if f(") == lex("if f(")
     cache.forget("a.py")
@@ -361,5 +365,11 @@ def test_the_completer_keeps_the_guards_lexer_state_per_document():
     completer.complete("file:///m.py", text, len(text), Settings(max_tokens=8))
     completer.complete("file:///m.txt", text, len(text), Settings(max_tokens=8))
     assert list(completer._lexed._heads) == ["file:///m.py"]  # Python documents only
+    # a header finished mid-line gets its body after text the editor has not typed: the
+    # state kept is still the document's, so the next keystroke lexes on from it
+    typed = text + "return a - b\n\n\nfor i in range("
+    got = completer.complete("file:///m.py", typed, len(typed), Settings(max_tokens=32))
+    assert "\n" in got.text  # the line, then the body
+    assert typed.startswith(completer._lexed._heads["file:///m.py"][0])
     completer.forget("file:///m.py")
     assert not completer._lexed._heads

@@ -273,7 +273,8 @@ class Completer:
             # the body's first line starts where the editor's auto-indent would put it
             indent = _body_indent(prefix + out, header)
             body, broken, body_stats, more = self._generate(
-                uri, prefix + out + eol + indent, suffix, settings, cancel, left, eol)
+                uri, prefix + out + eol + indent, suffix, settings, cancel, left, eol,
+                remember=False)  # the next keystroke goes on from the prefix, not from here
             prefilled += more
             if body is None:
                 return Completion("", prefilled, False, "cancelled")
@@ -283,15 +284,17 @@ class Completer:
         return Completion(out, prefilled, False, stats.stop_reason)
 
     def _generate(self, uri: str, prefix: str, suffix: str, settings, cancel, max_tokens: int,
-                  eol: str) -> tuple[str | None, bool, GenerationStats, int]:
+                  eol: str, remember: bool = True) -> tuple[str | None, bool, GenerationStats, int]:
         """The finished completion at the cursor between prefix and suffix (None when
         cancelled), whether it breaks the code around the cursor (finish_checked's True,
-        False or None), the stats of the attempt shown, and the tokens prefilled."""
+        False or None), the stats of the attempt shown, and the tokens prefilled.
+        `remember`: keep the guard's lexer state for the document there (LexCache)."""
         ids, lead = self._prompt(prefix, suffix, settings)
         guarded = settings.syntax_guard and is_python(uri)
         guard = with_line_ending(prefix, "\n") if guarded else None
         after = suffix if guarded else None
-        base = self._lexed.state(uri, guard[:len(guard) - len(lead)]) if guarded else None
+        base = (self._lexed.state(uri, guard[:len(guard) - len(lead)], remember)
+                if guarded else None)
         line_mode = mode(prefix, suffix) == "line"
         config = GenerationConfig(
             max_tokens=max_tokens, stop=("\n",) if line_mode else (),

@@ -363,10 +363,8 @@ def breaks_code(completion: str, prefix: str, suffix: str) -> bool:
     A completion of only comments, or none, where a block needs its first statement
     does.  False when nothing can be told (no window, or the code is broken without
     the completion: the developer's code after the cursor is half written)."""
-    def lf(t: str) -> str:
-        return with_line_ending(t, "\n")
-
-    return _keep_parsing(lf(completion), lf(prefix), lf(suffix), cut=False)[1] is True
+    return _keep_parsing(*(with_line_ending(t, "\n") for t in (completion, prefix, suffix)),
+                         cut=False)[1] is True
 
 
 def _keep_parsing(completion: str, prefix: str, suffix: str,

@@ -254,13 +254,16 @@ class LexCache:
     instead of lexing up to CONTEXT characters again.  A text before the cursor that does
     not begin with that line (an edit above it, a deletion) or that appended more than
     CONTEXT characters is lexed anew from its window.  A state lexed from the document's
-    start stays exact as the document grows past CONTEXT."""
+    start stays exact as the document grows past CONTEXT.  remember=False asks about a
+    text the document does not go on from (a header's body after a line the editor has
+    not inserted yet): lexed on from the head all the same, the head stays where it was,
+    so the next keystroke does not lex its window anew."""
 
     def __init__(self, documents: int = 64):
         self.documents = documents
         self._heads: OrderedDict[str, tuple[str, LexState]] = OrderedDict()
 
-    def state(self, key: str, context: str) -> LexState:
+    def state(self, key: str, context: str, remember: bool = True) -> LexState:
         head = context[:context.rfind("\n") + 1]
         known = self._heads.get(key)
         if (known is not None and head.startswith(known[0])
@@ -269,11 +272,12 @@ class LexCache:
             scan(head[len(known[0]):], st)
         else:
             st = lex(head)
-        self._heads[key] = (head, st)
-        self._heads.move_to_end(key)
-        while len(self._heads) > self.documents:
-            self._heads.popitem(last=False)
-        st = st.copy()
+        if remember:
+            self._heads[key] = (head, st)
+            self._heads.move_to_end(key)
+            while len(self._heads) > self.documents:
+                self._heads.popitem(last=False)
+            st = st.copy()
         scan(context[len(head):], st)
         return st
 
