@@ -707,10 +707,67 @@ def test_train_all_gives_training_what_the_budget_leaves():
 
 
 def test_eta_counts_the_pace_after_the_first_slow_steps():
-    from cromwell_lsp.training.train import eta_minutes
+    from cromwell_lsp.training.train import Pace, eta_minutes
 
     # 5 slow steps (60 s), then 15 at 4 s: 100 steps left take 400 s, not 100 x 120 / 20
-    session, mark = (0.0, 1000), (60.0, 1005, 0.0)
-    assert eta_minutes(120.0, 1020, 1120, session, mark) == pytest.approx(400 / 60)
-    assert eta_minutes(120.0, 1020, 1120, session, None) == pytest.approx(600 / 60)
-    assert eta_minutes(60.0, 1005, 1105, session, mark) == pytest.approx(1200 / 60)
+    session, pace = (0.0, 1000), Pace()
+    pace.note(60.0, 1005, 0.0)
+    assert eta_minutes(60.0, 1005, 1105, session, pace) == pytest.approx(1200 / 60)  # one point
+    for k in range(1006, 1021):
+        pace.note(60.0 + 4 * (k - 1005), k, 0.0)
+    assert eta_minutes(120.0, 1020, 1120, session, pace) == pytest.approx(400 / 60)
+    # a 50 s validation pass every 250 steps adds 0.2 s a step
+    assert eta_minutes(120.0, 1020, 1120, session, pace, 50.0, 250) == pytest.approx(420 / 60)
+
+
+def _timeline(pace, start, steps, step_s, t=0.0, eval_s=0.0):
+    for k in range(start + 1, start + steps + 1):
+        t += step_s
+        pace.note(t, k, eval_s)
+    return t
+
+
+def test_pace_sees_a_machine_that_slows_down_late_and_leaves_validation_out():
+    """An hour at 4 s a step, then 50 steps at 8 s: the last 100 steps' pace (6 s) is what
+    the rest of the run will be like, not the session's mean (4.2 s).  A machine that
+    speeds up after a slow start keeps the session's slower mean.  Validation passes
+    (the third element: validation seconds so far) are not steps' time."""
+    from cromwell_lsp.training.train import Pace
+
+    pace = Pace(recent=100)
+    pace.note(0.0, 5, 0.0)
+    t = _timeline(pace, 5, 1000, 4.0)
+    assert pace.step_s() == pytest.approx(4.0)
+    _timeline(pace, 1005, 50, 8.0, t)
+    assert pace.step_s() == pytest.approx(6.0)
+    assert len(pace.points) <= 102  # only the recent steps are kept
+
+    faster = Pace(recent=100)
+    faster.note(0.0, 5, 0.0)
+    t = _timeline(faster, 5, 100, 8.0)
+    _timeline(faster, 105, 300, 4.0, t)
+    assert faster.step_s() == pytest.approx((800 + 1200) / 400)
+
+    with_eval = Pace(recent=100)
+    with_eval.note(0.0, 5, 0.0)
+    t = _timeline(with_eval, 5, 200, 4.0)
+    t = _timeline(with_eval, 205, 200, 4.0, t + 90.0, eval_s=90.0)  # a 90 s validation pass
+    assert with_eval.step_s() == pytest.approx(4.0)
+
+
+def test_a_budgeted_run_plans_again_from_the_pace_of_its_last_steps(small_tokenizer, tmp_path):
+    """The plan made when the machine slowed from 4 to 8 s a step in the last 50 of 1,050
+    steps counts 6 s a step (padded by PLAN_MARGIN) for what the budget has left: the
+    session's mean pace would have planned 40% more steps than the time left allows."""
+    from cromwell_lsp.training.train import PLAN_MARGIN, Pace
+
+    tok, _ = small_tokenizer
+    t = Trainer(_config(tmp_path / "p", tok, steps=3000, warmup=100, budget_minutes=90,
+                        image_every=0), log=_quiet)
+    pace = Pace(recent=100)
+    pace.note(0.0, 5, 0.0)
+    _timeline(pace, 1005, 50, 8.0, _timeline(pace, 5, 1000, 4.0))
+    t.step, t.elapsed = 1055, 4400.0
+    planned = t._plan(pace).steps
+    assert planned == 1055 + int((90 * 60 - 4400) / (6.0 * PLAN_MARGIN))
+    assert t.c.warmup == 100  # past the warmup: as it was

@@ -16,6 +16,7 @@ loss.png.
 """
 from __future__ import annotations
 
+import collections
 import csv
 import dataclasses
 import json
@@ -97,16 +98,59 @@ def bf16_is_fast(device: str) -> bool:
 
 PLAN_WARM = 5       # a session's first steps (slower: allocations, threads) are not timed
 PLAN_AFTER = 20     # a budgeted run sets its step count after this many
+PLAN_EVERY = 50     # and sets it again every this many steps after
+PLAN_RECENT = 100   # the pace of the last this many steps counts when it is the slower one
+
+
+class Pace:
+    """Seconds a training step takes in this session, validation passes left out: the
+    slower of the pace since the session's first PLAN_WARM steps (allocations and thread
+    start-up, not timed) and the pace over the last `recent` steps.  A shared machine that
+    slows down late is seen within `recent` steps instead of being diluted by an hour of
+    faster ones; one that speeds up is trusted only once the whole session has."""
+
+    def __init__(self, recent: int = PLAN_RECENT):
+        self.recent = recent
+        self.first = None  # (time, step, validation seconds so far) after the warm steps
+        self.points: collections.deque = collections.deque()  # the last `recent` steps' points
+
+    def note(self, now: float, step: int, eval_s: float) -> None:
+        point = (now, step, eval_s)
+        if self.first is None:
+            self.first = point
+        self.points.append(point)
+        while len(self.points) > 1 and step - self.points[1][1] >= self.recent:
+            self.points.popleft()
+
+    def step_s(self) -> float | None:
+        """None until two points (the warm steps and one more) were noted."""
+        if len(self.points) < 2:
+            return None
+
+        def between(a, b):
+            return max(b[0] - a[0] - (b[2] - a[2]), 1e-9) / max(b[1] - a[1], 1)
+
+        last, oldest = self.points[-1], self.points[0]
+        pace = between(self.first, last)
+        if last[1] - oldest[1] >= self.recent:
+            pace = max(pace, between(oldest, last))
+        return pace
 
 
 def eta_minutes(now: float, step: int, steps: int, session: tuple[float, int],
-                mark: tuple | None) -> float:
-    """Minutes to step `steps` at the pace since `mark` (time, step, ...: the session's
-    first PLAN_WARM steps done), or since the session began (time, step) before that:
-    the first steps' allocations and thread start-up would otherwise inflate the
-    estimate for the whole run."""
-    t0, s0 = mark[:2] if mark is not None and step > mark[1] else session
-    return (steps - step) * (now - t0) / max(step - s0, 1) / 60
+                pace: Pace, eval_s: float | None = None, eval_every: int = 0) -> float:
+    """Minutes to step `steps`: at `pace` (plus a validation pass every `eval_every` steps
+    once one has been timed) once it has measured steps, at the session's mean pace
+    (time, step) before that."""
+    step_s = pace.step_s()
+    if step_s is None:
+        t0, s0 = session
+        return (steps - step) * (now - t0) / max(step - s0, 1) / 60
+    if eval_s is not None and eval_every:
+        step_s += eval_s / eval_every
+    return (steps - step) * step_s / 60
+
+
 PLAN_MARGIN = 1.03  # the measured pace, padded for checkpoints and a noisy machine
 
 
@@ -242,6 +286,8 @@ class Trainer:
         self.schedule_start = 0  # the step the learning-rate schedule (warmup) starts from
         self.tokens_seen = 0
         self.elapsed = 0.0
+        self.eval_s = None  # how long one validation pass takes, once one has run
+        self.session_eval_s = 0.0  # validation seconds in this session
         self._resume()
         self.fwd = StepLoss(self.model)
         if self.world > 1:
@@ -451,22 +497,22 @@ class Trainer:
     def run(self) -> dict:
         c = self.c
         start = time.time() - self.elapsed
-        self.eval_s = None  # how long one validation pass takes, once one has run
         if self.step == 0 and self.rank == 0:
             self._write_log({"step": 0, **self._timed_eval(), "note": "untrained"})
         session_start, session_step = time.time(), self.step
-        self.session_eval_s = 0.0
-        mark = None  # (time, step, validation time) once the session's first steps are done
+        pace = Pace()  # this session's seconds a step, once its first steps are done
         last = time.time()
         tokens_at_last = self.tokens_seen
         sums: dict[str, list[float]] = {}
         while self.step < c.steps:
             metrics = self.train_step()
             self.elapsed = time.time() - start
-            if self.step - session_step == PLAN_WARM:  # the first steps are slower: not timed
-                mark = (time.time(), self.step, self.session_eval_s)
-            if c.budget_minutes and self.step - session_step == PLAN_AFTER:
-                c = self._plan(mark)
+            if self.step - session_step >= PLAN_WARM:  # the first steps are slower: not timed
+                pace.note(time.time(), self.step, self.session_eval_s)
+            done = self.step - session_step
+            if (c.budget_minutes and self.step < c.steps
+                    and (done == PLAN_AFTER or (done > PLAN_AFTER and self.step % PLAN_EVERY == 0))):
+                c = self._plan(pace)
             for k, v in metrics.items():  # text and image steps alternate: log each mean
                 sums.setdefault(k, []).append(v)
             if self.rank == 0 and (self.step % 10 == 0 or self.step == c.steps):
@@ -476,7 +522,8 @@ class Trainer:
                 now = time.time()
                 tok_s = (self.tokens_seen - tokens_at_last) / max(now - last, 1e-9)
                 last, tokens_at_last = now, self.tokens_seen
-                eta = eta_minutes(now, self.step, c.steps, (session_start, session_step), mark)
+                eta = eta_minutes(now, self.step, c.steps, (session_start, session_step), pace,
+                                  self.eval_s, c.eval_every)
                 self.log(f"step {self.step}/{c.steps} loss {metrics['loss']:.4f} "
                          f"lm {metrics.get('lm', float('nan')):.3f} "
                          f"lr {metrics['lr']:.2e} {tok_s:,.0f} tok/s  eta {eta:.1f} min"
@@ -489,9 +536,6 @@ class Trainer:
             if self.rank == 0 and (self.step % c.eval_every == 0 or self.step == c.steps):
                 self._write_log({"step": self.step, **self._timed_eval()})
                 self.plot()
-            if (c.budget_minutes and self.step % c.eval_every == 0 and self.step < c.steps
-                    and self.step - session_step > PLAN_AFTER):
-                c = self._plan(mark)
             if c.max_minutes and self._all_stop(time.time() - session_start > c.max_minutes * 60):
                 self.save()
                 self.log(f"stopping after {c.max_minutes} minutes; run again to resume")
@@ -502,23 +546,21 @@ class Trainer:
         t0 = time.time()
         out = self.evaluate()
         self.eval_s = time.time() - t0
-        self.session_eval_s = getattr(self, "session_eval_s", 0.0) + self.eval_s
+        self.session_eval_s += self.eval_s
         return out
 
-    def _plan(self, mark) -> TrainConfig:
+    def _plan(self, pace: Pace) -> TrainConfig:
         """With budget_minutes: set c.steps to the steps the rest of the budget allows at
-        the pace measured since `mark` (this session's steps after its first PLAN_WARM, with
-        their checkpoints, plus a validation pass every eval_every steps once one has been
-        timed), at most the steps asked for.  Called after PLAN_AFTER steps, inside the
-        warmup of any usual schedule (so the cosine is the one a run given that step count
-        from the start would follow), and again after each validation pass, which moves the
-        cosine's end a little when the machine slowed down or sped up.  Every rank takes
-        rank 0's count; the checkpoint keeps it, so a resumed run starts on the same
-        schedule."""
+        `pace` (this session's seconds a step with their checkpoints: the slower of its
+        mean and its last PLAN_RECENT steps'), padded by PLAN_MARGIN, plus a validation
+        pass every eval_every steps once one has been timed; at most the steps asked for.
+        Called after PLAN_AFTER steps, inside the warmup of any usual schedule (so the
+        cosine is the one a run given that step count from the start would follow), and
+        again every PLAN_EVERY steps, which moves the cosine's end a little when the
+        machine slowed down or sped up.  Every rank takes rank 0's count; the checkpoint
+        keeps it, so a resumed run starts on the same schedule."""
         c = self.c
-        t0, step0, eval0 = mark
-        train_s = max(time.time() - t0 - (self.session_eval_s - eval0), 1e-9)
-        pace = train_s / max(self.step - step0, 1) * PLAN_MARGIN
+        pace = pace.step_s() * PLAN_MARGIN
         if self.eval_s is not None:
             pace += self.eval_s / max(c.eval_every, 1)
         left = c.budget_minutes * 60 - self.elapsed
