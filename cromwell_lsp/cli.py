@@ -111,11 +111,7 @@ def _cmd_train(args) -> int:
             raise ValueError(f"--{flag.replace('_', '-')} must be 1 or more, "
                              f"not {getattr(args, flag)}")
     if args.what == "corpus":
-        from .training import corpus
-
-        manifest = corpus.build(Path(args.out), cache=Path(args.cache) if args.cache else None,
-                                packages=[] if args.stdlib_only else corpus.PACKAGES, log=log,
-                                workers=args.workers, max_files=args.max_files)
+        manifest = _build_corpus(args, Path(args.out), log)
         summary = {k: v for k, v in manifest.items() if k != "sources"}
         print(json.dumps(summary if args.json else manifest, indent=None if args.json else 2))
         return 0
@@ -204,6 +200,17 @@ def _cmd_train(args) -> int:
     raise SystemExit(f"unknown training step {args.what!r}")
 
 
+def _build_corpus(args, out, log) -> dict:
+    """`train corpus` and `train all`'s corpus step: the same flags, the same build."""
+    from pathlib import Path
+
+    from .training import corpus
+
+    return corpus.build(out, cache=Path(args.cache) if args.cache else None,
+                        packages=[] if args.stdlib_only else corpus.PACKAGES, log=log,
+                        workers=args.workers, max_files=args.max_files)
+
+
 def _train_all(args, log) -> int:
     """corpus -> tokenizer -> run -> export -> eval in one command, each step skipped when
     its output is already there (the run resumes from its checkpoint); --ship also writes
@@ -211,7 +218,7 @@ def _train_all(args, log) -> int:
     import time
     from pathlib import Path
 
-    from .training import corpus, evaluate, tokenizer
+    from .training import evaluate, tokenizer
     from .training.export import export
     from .training.train import TrainConfig, main as train_main
 
@@ -226,9 +233,7 @@ def _train_all(args, log) -> int:
         return result
 
     if not (corpus_dir / "manifest.json").exists():
-        timed("corpus", lambda: corpus.build(corpus_dir, cache=Path(args.cache) if args.cache else None,
-                                             packages=[] if args.stdlib_only else corpus.PACKAGES, log=log,
-                                             workers=args.workers, max_files=args.max_files))
+        timed("corpus", lambda: _build_corpus(args, corpus_dir, log))
     if not tok_path.exists():
         timed("tokenizer", lambda: tokenizer.train(corpus_dir, tok_path, args.vocab, log=log))
     knobs = {k: v for k, v in vars(args).items() if k in _TRAIN_KNOBS and v is not None}
