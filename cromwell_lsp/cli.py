@@ -256,7 +256,9 @@ def _train_all(args, log) -> int:
     summary = {"times_s": times, "total_min": round(sum(times.values()) / 60, 1),
                "steps": trained["step"], "tokens": trained["tokens"], "export": report,
                "completions_parse": ev["completions_parse"],
-               "completions_parse_no_loop": ev["completions_parse_no_loop"], "retrieval": ev["retrieval"],
+               "completions_parse_no_loop": ev["completions_parse_no_loop"],
+               "completions_editor_parse": ev["completions_editor_parse"],
+               "completions_editor_useful": ev["completions_editor_useful"], "retrieval": ev["retrieval"],
                "trained": ev["trained"], "unigram": ev["unigram"]}
     print(json.dumps(summary, indent=None if args.json else 2))
     return 0

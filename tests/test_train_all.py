@@ -55,6 +55,8 @@ def test_train_all_from_an_empty_folder_to_a_shipped_model_and_again(tmp_path):
     for part in ("trained", "untrained", "unigram", "engine"):
         assert report[part]["val_lm"] > 0 and report[part]["val_bpb_stdlib"] > 0, part
     assert summary["completions_parse"].endswith("/10")
+    assert summary["completions_editor_parse"].endswith("/10")
+    assert summary["completions_editor_useful"].endswith("/10")
 
     # again: the corpus and tokenizer are there, the run is finished; nothing is redone
     corpus_before = (tmp_path / "corpus" / "train.jsonl").stat().st_mtime_ns

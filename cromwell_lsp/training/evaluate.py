@@ -574,7 +574,9 @@ def run(out: Path, weights: Path, corpus: Path, tokenizer: Path, eval_rows: int 
         n_wide: int = 3000, workers: int | None = None, log=print,
         cases: int | None = None) -> dict:
     """The whole report for the run in `out` (its checkpoint) and its exported `weights`,
-    also written to out/eval.json.  `cases` caps every sample's size (validation rows per
+    also written to out/eval.json.  The fixed, more and held-out starts are completed twice:
+    by the model alone (greedy, as `completions`) and as the editor gets them
+    (`{key}_editor`: the server's Completer, guard, finishing and alternatives).  `cases` caps every sample's size (validation rows per
     task, snippets, in-file lines, held-out and wide starts): a quick look, not a measure."""
     import json
 
@@ -628,6 +630,13 @@ def run(out: Path, weights: Path, corpus: Path, tokenizer: Path, eval_rows: int 
         report[f"{key}_parse"] = f"{t['parse']}/{t['starts']}"
         report[f"{key}_parse_no_loop"] = f"{t['parse_no_loop']}/{t['starts']}"
         report[f"{key}_parse_no_loop_nontrivial"] = f"{t['useful']}/{t['starts']}"
+        # and what the editor inserts for the same starts (the server's own Completer)
+        edited = completions(model, starts, editor=True)
+        report[f"{key}_editor"] = edited
+        t = tally(edited)
+        report[f"{key}_editor_parse"] = f"{t['parse']}/{t['starts']}"
+        report[f"{key}_editor_useful"] = f"{t['useful']}/{t['starts']}"
+        report[f"{key}_editor_empty"] = f"{sum(c['empty'] for c in edited)}/{t['starts']}"
     wide = wide_starts(corpus, n_wide)
     log(f"completions of {len(wide)} held-out starts, all blocks")
     # counts only: the completions themselves would swell the report

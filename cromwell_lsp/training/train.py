@@ -99,26 +99,23 @@ def bf16_is_fast(device: str) -> bool:
 PLAN_WARM = 5       # a session's first steps (slower: allocations, threads) are not timed
 PLAN_AFTER = 20     # a budgeted run sets its step count after this many
 PLAN_EVERY = 50     # and sets it again every this many steps after
-PLAN_RECENT = 100   # the pace of the last this many steps counts when it is the slower one
+PLAN_RECENT = 100   # at the pace of the last this many steps
 
 
 class Pace:
-    """Seconds a training step takes in this session, validation passes left out: the
-    slower of the pace since the session's first PLAN_WARM steps (allocations and thread
-    start-up, not timed) and the pace over the last `recent` steps.  A shared machine that
-    slows down late is seen within `recent` steps instead of being diluted by an hour of
-    faster ones; one that speeds up is trusted only once the whole session has."""
+    """Seconds a training step takes on this machine now, validation passes left out: the
+    pace over the last `recent` steps (over all of the session's steps after its first
+    PLAN_WARM, which allocations and thread start-up slow and are not timed, while there
+    are fewer).  A shared machine that slows down late is seen within `recent` steps
+    instead of being diluted by an hour of faster ones, and one that was slow at the
+    start (other work sharing the cores) is not held to that pace once it is over."""
 
     def __init__(self, recent: int = PLAN_RECENT):
         self.recent = recent
-        self.first = None  # (time, step, validation seconds so far) after the warm steps
-        self.points: collections.deque = collections.deque()  # the last `recent` steps' points
+        self.points: collections.deque = collections.deque()  # (time, step, validation s so far)
 
     def note(self, now: float, step: int, eval_s: float) -> None:
-        point = (now, step, eval_s)
-        if self.first is None:
-            self.first = point
-        self.points.append(point)
+        self.points.append((now, step, eval_s))
         while len(self.points) > 1 and step - self.points[1][1] >= self.recent:
             self.points.popleft()
 
@@ -126,15 +123,8 @@ class Pace:
         """None until two points (the warm steps and one more) were noted."""
         if len(self.points) < 2:
             return None
-
-        def between(a, b):
-            return max(b[0] - a[0] - (b[2] - a[2]), 1e-9) / max(b[1] - a[1], 1)
-
-        last, oldest = self.points[-1], self.points[0]
-        pace = between(self.first, last)
-        if last[1] - oldest[1] >= self.recent:
-            pace = max(pace, between(oldest, last))
-        return pace
+        (t0, s0, e0), (t1, s1, e1) = self.points[0], self.points[-1]
+        return max(t1 - t0 - (e1 - e0), 1e-9) / max(s1 - s0, 1)
 
 
 def eta_minutes(now: float, step: int, steps: int, session: tuple[float, int],
@@ -551,8 +541,8 @@ class Trainer:
 
     def _plan(self, pace: Pace) -> TrainConfig:
         """With budget_minutes: set c.steps to the steps the rest of the budget allows at
-        `pace` (this session's seconds a step with their checkpoints: the slower of its
-        mean and its last PLAN_RECENT steps'), padded by PLAN_MARGIN, plus a validation
+        `pace` (seconds a step with their checkpoints over the last PLAN_RECENT steps),
+        padded by PLAN_MARGIN, plus a validation
         pass every eval_every steps once one has been timed; at most the steps asked for.
         Called after PLAN_AFTER steps, inside the warmup of any usual schedule (so the
         cosine is the one a run given that step count from the start would follow), and
