@@ -575,9 +575,10 @@ def run(out: Path, weights: Path, corpus: Path, tokenizer: Path, eval_rows: int 
         cases: int | None = None) -> dict:
     """The whole report for the run in `out` (its checkpoint) and its exported `weights`,
     also written to out/eval.json.  The fixed, more and held-out starts are completed twice:
-    by the model alone (greedy, as `completions`) and as the editor gets them
-    (`{key}_editor`: the server's Completer, guard, finishing and alternatives).  `cases` caps every sample's size (validation rows per
-    task, snippets, in-file lines, held-out and wide starts): a quick look, not a measure."""
+    by the model alone (greedy, as `completions`) and as the editor gets them (`{key}_editor`:
+    the server's Completer, with its guard, finishing and alternatives).  `cases` caps every
+    sample's size (validation rows per task, snippets, in-file lines, held-out and wide
+    starts): a quick look, not a measure."""
     import json
 
     import torch

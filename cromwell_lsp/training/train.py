@@ -100,6 +100,7 @@ PLAN_WARM = 5       # a session's first steps (slower: allocations, threads) are
 PLAN_AFTER = 20     # a budgeted run sets its step count after this many
 PLAN_EVERY = 50     # and sets it again every this many steps after
 PLAN_RECENT = 100   # at the pace of the last this many steps
+PLAN_MARGIN = 1.03  # the measured pace, padded for checkpoints and a noisy machine
 
 
 class Pace:
@@ -140,8 +141,6 @@ def eta_minutes(now: float, step: int, steps: int, session: tuple[float, int],
         step_s += eval_s / eval_every
     return (steps - step) * step_s / 60
 
-
-PLAN_MARGIN = 1.03  # the measured pace, padded for checkpoints and a noisy machine
 
 
 def lr_at(step: int, c: TrainConfig, start: int = 0) -> float:
@@ -542,13 +541,12 @@ class Trainer:
     def _plan(self, pace: Pace) -> TrainConfig:
         """With budget_minutes: set c.steps to the steps the rest of the budget allows at
         `pace` (seconds a step with their checkpoints over the last PLAN_RECENT steps),
-        padded by PLAN_MARGIN, plus a validation
-        pass every eval_every steps once one has been timed; at most the steps asked for.
-        Called after PLAN_AFTER steps, inside the warmup of any usual schedule (so the
-        cosine is the one a run given that step count from the start would follow), and
-        again every PLAN_EVERY steps, which moves the cosine's end a little when the
-        machine slowed down or sped up.  Every rank takes rank 0's count; the checkpoint
-        keeps it, so a resumed run starts on the same schedule."""
+        padded by PLAN_MARGIN, plus a validation pass every eval_every steps once one has
+        been timed; at most the steps asked for.  Called after PLAN_AFTER steps, inside the
+        warmup of any usual schedule (so the cosine is the one a run given that step count
+        from the start would follow), and again every PLAN_EVERY steps, which moves the
+        cosine's end when the machine slowed down or sped up.  Every rank takes rank 0's
+        count; the checkpoint keeps it, so a resumed run starts on the same schedule."""
         c = self.c
         pace = pace.step_s() * PLAN_MARGIN
         if self.eval_s is not None:
