@@ -137,9 +137,13 @@ def eta_minutes(now: float, step: int, steps: int, session: tuple[float, int],
     if step_s is None:
         t0, s0 = session
         return (steps - step) * (now - t0) / max(step - s0, 1) / 60
-    if eval_s is not None and eval_every:
-        step_s += eval_s / eval_every
-    return (steps - step) * step_s / 60
+    return (steps - step) * with_validation(step_s, eval_s, eval_every) / 60
+
+
+def with_validation(step_s: float, eval_s: float | None, eval_every: int) -> float:
+    """A training step's seconds plus its share of a validation pass every `eval_every`
+    steps, once one has been timed (`eval_s`)."""
+    return step_s + (eval_s / eval_every if eval_s is not None and eval_every else 0.0)
 
 
 
@@ -548,9 +552,7 @@ class Trainer:
         cosine's end when the machine slowed down or sped up.  Every rank takes rank 0's
         count; the checkpoint keeps it, so a resumed run starts on the same schedule."""
         c = self.c
-        pace = pace.step_s() * PLAN_MARGIN
-        if self.eval_s is not None:
-            pace += self.eval_s / max(c.eval_every, 1)
+        pace = with_validation(pace.step_s() * PLAN_MARGIN, self.eval_s, c.eval_every)
         left = c.budget_minutes * 60 - self.elapsed
         steps = max(self.step + 1, min(self.asked_steps, self.step + int(left / pace)))
         if self.world > 1:
