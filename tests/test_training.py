@@ -532,7 +532,7 @@ def test_a_completion_that_does_nothing_is_trivial(completion, expected):
 
 def test_train_starts_completes_and_pairs_held_out_starts(small_tokenizer, tmp_path, capsys):
     """`cromwell train starts`: the packaged model's greedy completions of the held-out
-    block starts, written out and counted; a second call against the first file pairs
+    block starts, written out (with the text as decoded) and counted; a second call against the first file pairs
     them start by start (greedy on the same weights: nothing differs)."""
     import json
 
@@ -550,6 +550,9 @@ def test_train_starts_completes_and_pairs_held_out_starts(small_tokenizer, tmp_p
     assert [c["start"] for c in comps] == evaluate.wide_starts(corpus, 6)
     assert report["all"] == evaluate.tally(comps) and report["all"]["starts"] == 6
     assert report["first_3000"] == report["all"]
+    # each row keeps the text as decoded, which the judge counts again to the same row
+    assert all({**evaluate.judged(c["start"], c["text"]), "start": c["start"],
+                "text": c["text"], "ms": c["ms"]} == c for c in comps)
     assert cli.main(["train", "starts", "--weights", str(weights), "--corpus", str(corpus),
                      "--out", str(second), "--starts", "6", "--against", str(first),
                      "--json"]) == 0

@@ -208,7 +208,8 @@ def server_prompt(model, start: str, max_tokens: int) -> tuple[list[int], str, i
 
 
 def completions(model, starts=STARTS, max_tokens: int = 96, guard: bool = False,
-                editor: bool = False, alternatives: int | None = None) -> list[dict]:
+                editor: bool = False, alternatives: int | None = None,
+                raw: bool = False) -> list[dict]:
     """Greedy completion of each start (SPM prompt, empty suffix), cut at its block's end;
     the prompt budget is the server's for the model's context length.  `guard`: decoded
     under the syntax guard, as the server decodes Python (otherwise the model's own).
@@ -216,7 +217,8 @@ def completions(model, starts=STARTS, max_tokens: int = 96, guard: bool = False,
     Completer (decoded under the guard, stopped where it starts to loop, finished as the
     server finishes a completion, and generated again from another first token when it
     would break the code, up to `alternatives` times: the server's default when None);
-    `empty` then says the editor got nothing."""
+    `empty` then says the editor got nothing.  `raw`: each row also keeps the text as
+    decoded (`text`, before the judge's cut), so that a later judge can count it again."""
     from ..features.completion import Completer, generate_text
     from ..features.session import Session, Sessions
     from ..model.generation import GenerationConfig, GenerationStats
@@ -244,6 +246,8 @@ def completions(model, starts=STARTS, max_tokens: int = 96, guard: bool = False,
         row = {"start": start, **judged(start, text), "ms": round(ms, 1)}
         if editor:
             row["empty"] = not text.strip()
+        if raw:
+            row["text"] = text
         out.append(row)
     return out
 
@@ -386,7 +390,8 @@ def starts_report(weights: Path, corpus: Path, out: Path, n: int = 10_000,
                   editor: bool = False, alternatives: int | None = None,
                   workers: int | None = None, mid_line: bool = False) -> dict:
     """Greedy completions of up to n held-out block starts (wide_starts: all of them when n
-    is large enough), judged; the completions written to `out` (JSON) and tallied, in all
+    is large enough), judged; the completions written to `out` (JSON, each with the text
+    as decoded, for judging again) and tallied, in all
     and over the first 3,000 (what `train eval` counts as completions_wide).  `against`:
     another model's `out` file over the same starts, for paired counts.  `guard`: decoded
     under the server's syntax guard; `editor`: judged on what the server inserts in the
@@ -398,8 +403,8 @@ def starts_report(weights: Path, corpus: Path, out: Path, n: int = 10_000,
 
     t0 = time.time()
     starts = midline_starts(corpus, n) if mid_line else wide_starts(corpus, n)
-    comps = completions_in_workers(weights, starts, workers, guard=guard,
-                                   editor=editor, alternatives=alternatives)
+    comps = completions_in_workers(weights, starts, workers, guard=guard, editor=editor,
+                                   alternatives=alternatives, raw=True)
     out.write_text(json.dumps(comps))
     report = {"weights": str(weights), "guard": guard or editor, "editor": editor,
               **({"alternatives": _alternatives(alternatives)} if editor else {}),
