@@ -276,3 +276,52 @@ def test_breaks_code_tells_a_completion_that_leaves_the_block_unparsable(complet
     from cromwell_lsp.features.postprocess import breaks_code
 
     assert breaks_code(completion, prefix, suffix) is breaks
+
+
+@pytest.mark.parametrize("raw, prefix, suffix, kept", [
+    # a try: body goes on through its handlers, an if's through elif / else
+    ("x = f()\nexcept ValueError:\n    x = None\nfinally:\n    g()\nprint(x)\n",
+     "import os\ntry:\n    ", "", "x = f()\nexcept ValueError:\n    x = None\nfinally:\n    g()"),
+    ("return 1\n    elif y:\n        return 2\n    else:\n        return 3\n    z = 1\n",
+     "def f(x, y):\n    if x:\n        ", "",
+     "return 1\n    elif y:\n        return 2\n    else:\n        return 3"),
+    ("a()\nelse:\n    b()\nelse:\n    c()\n", "for x in xs:\n    ", "", "a()\nelse:\n    b()"),
+    # a try's else (after an except) may still have its finally; an if's else may not
+    ("b()\n  finally:\n    c()\n  d()\n", "def g():\n  try:\n    a()\n  except E:\n    a()\n"
+     "  else:\n    ", "", "b()\n  finally:\n    c()"),
+    ("b()\n  finally:\n    c()\n", "def g():\n  if a:\n    a()\n  else:\n    ", "", "b()"),
+    # clauses that may not go on the statement, or at another indentation, end it
+    ("a()\nexcept E:\n    b()\n", "def f():\n    ", "", "a()"),
+    ("a()\nelse:\n    b()\n", "try:\n    ", "", "a()"),
+    ("b()\n  except E:\n    c()\n", "def g():\n    try:\n        ", "", "b()"),
+    # the document already goes on the statement after the cursor: nothing written twice
+    ("x = f()\nexcept ValueError:\n    x = None\n", "try:\n    ", "\nexcept OSError:\n    pass\n",
+     "x = f()"),
+    ("x = f()\nexcept ValueError:\n    x = None\n", "try:\n    ",
+     "\n    y = 2\n\n# done\nfinally:\n    pass\n", "x = f()"),
+    # Windows line endings and tabs read the same
+    ("x = f()\r\n\texcept E:\r\n\t\tx = 0\r\n\ty()\r\n", "def f():\r\n\ttry:\r\n\t\t", "",
+     "x = f()\r\n\texcept E:\r\n\t\tx = 0"),
+])
+def test_a_python_block_goes_on_through_the_clauses_of_its_statement(raw, prefix, suffix, kept):
+    """A `try:` body alone never parses: what the editor inserts goes on through the
+    clauses the model wrote for the block's statement, at its header's indentation."""
+    ending = "\r\n" if "\r\n" in prefix else "\n"
+    assert finish(raw, prefix, suffix, ending, python=True) == kept
+    # other languages end the block at the first line indented less, as before
+    assert finish(raw, prefix, suffix, ending) == kept.split(ending)[0]
+
+
+def test_statement_words_and_the_clauses_that_go_on_them():
+    from cromwell_lsp.features.postprocess import goes_on, statement_word
+
+    assert [statement_word(s) for s in ("  async for x in y:", "except* E:", "else:",
+                                         "elsewhere = 1", "# else:", "@dec", "")] == \
+        ["for", "except", "else", "elsewhere", None, None, None]
+    assert goes_on("try", "except E:") == "except" and goes_on("try", "finally:") == "finally"
+    assert goes_on("except", "else:") == "try-else" and goes_on("if", "else:") == "else"
+    assert goes_on("try-else", "finally:") == "finally"
+    for statement, line in (("try", "else:"), ("else", "finally:"), ("finally", "else:"),
+                            ("def", "else:"), ("with", "except E:"), (None, "else:"),
+                            ("if", "elsewhere = 1"), ("while", "elif x:")):
+        assert goes_on(statement, line) is None

@@ -324,6 +324,36 @@ def test_block_cut_and_parse_check():
     assert not parses(cut_at_block_end("for i in range(3):\nx = 1\n"))
 
 
+def test_block_cut_goes_on_through_the_clauses_of_its_statement():
+    """A column-0 clause that may go on the block's statement (a `try:`'s handlers, an
+    `if`'s elif / else, a loop's else) goes on the block; any other column-0 line ends
+    it, as does a clause the statement may not have."""
+    from cromwell_lsp.training.evaluate import cut_at_block_end, judged, parses
+
+    start = "try:\n    "
+    body = "x = f()\nexcept ValueError:\n    x = None\nelse:\n    y = 1\nfinally:\n    z()\n"
+    assert cut_at_block_end(start + body + "print(x)\n", start) == start + body
+    j = judged(start, body + "\n\nprint(x)\n")
+    assert (j["completion"], j["parses"]) == (body, True)
+    for start, text, kept in (
+            ("if x:\n    ", "a()\nelif y:\n    b()\nelse:\n    c()\nelse:\n    d()\n",
+             "a()\nelif y:\n    b()\nelse:\n    c()\n"),
+            ("for i in range(", "3):\n    a()\nelse:\n    b()\nx = 1\n",
+             "3):\n    a()\nelse:\n    b()\n"),
+            ("async def g():\n    ", "a()\nelse:\n    b()\n", "a()\n"),
+            ("try:\n    ", "a()\nelse:\n    b()\n", "a()\n"),
+            ("try:\n    ", "a()\nfinally:\n    b()\nexcept E:\n    c()\n",
+             "a()\nfinally:\n    b()\n"),
+            # a clause the developer typed is the statement's last one
+            ("try:\n    a()\nexcept E:\n    ", "b()\nelse:\n    c()\nprint(1)\n",
+             "b()\nelse:\n    c()\n"),
+            # the start's own lines stay whole, and a clause with no body ends there
+            ("with open(p) as f:\n    ", "a()\nexcept E:\n    b()\n", "a()\n"),
+            ("while x:\n    ", "a()\nelse:\nx = 1\n", "a()\nelse:\n")):
+        assert cut_at_block_end(start + text, start) == start + kept
+    assert not parses(cut_at_block_end("try:\n    a()\nelse:\n    b()\n", "try:\n    "))
+
+
 def test_block_cut_keeps_a_header_typed_over_several_lines():
     """`):` or `)` at column 0 inside the typed header (a signature one parameter per line,
     a decorator's argument list) does not end the block; the body after it is judged."""

@@ -8,7 +8,10 @@ Pure functions over text (no model, no LSP), in the order `finish` applies them:
      as half a line is worse to insert than none;
   2b. cut at the end of the block: the first non-empty line indented less than the block
      (at module level, the first blank line; in line mode, the first line break); a line
-     that begins inside a bracket or a string goes on with its statement;
+     that begins inside a bracket or a string goes on with its statement, and in Python
+     a clause that may go on the block's statement at its header's indentation (`except`
+     after a `try:` body, `else` after an `if`'s) goes on with it, unless the document
+     already goes on that statement after the cursor;
   3. cut where it loops: a small model's greedy output often repeats itself (the same
      method three times, "0, 0, 0, ..." up to the token limit); the first copy is kept;
   4. trim what repeats the suffix: text at the end of the completion that the document
@@ -48,14 +51,19 @@ def mode(prefix: str, suffix: str) -> str:
     return "line" if current.strip() else "block"
 
 
-def cut_block(completion: str, prefix: str, line_mode: bool) -> str:
+def cut_block(completion: str, prefix: str, line_mode: bool, python: bool = False,
+              suffix: str = "") -> str:
     """Keep the rest of the line (line mode), or the block the completion starts: its
     indentation is the cursor's column plus the first line's own indentation (so it works
     whether or not the editor indented the new line); the first non-empty line indented
     less ends it.  At module level (indentation 0) a blank line ends it.  A line that
     begins inside a bracket the completion opened, or inside a string, goes on with its
     statement as it does for Python, so it ends nothing: a signature closed by `):` at
-    the def's column, or a docstring's blank line at module level."""
+    the def's column, or a docstring's blank line at module level.  `python`: a clause
+    at the indentation of the block's header that may go on the header's statement
+    (goes_on: `except` after a `try:` body) goes on the block with its own body, unless
+    the document already goes on that statement after the cursor (`suffix`): a `try:`
+    body alone never parses, and an `except` the developer wrote is not written twice."""
     if line_mode:
         return completion.split("\n", 1)[0]
     lines = completion.split("\n")
@@ -63,14 +71,89 @@ def cut_block(completion: str, prefix: str, line_mode: bool) -> str:
         lines = lines[1:]  # leading blank lines carry no code
     column = len(prefix.rsplit("\n", 1)[-1].expandtabs(4))
     indent = column + indent_of(lines[0].expandtabs(4))
+    statement, base = open_statement(prefix, suffix, indent) if python else (None, -1)
     kept = [lines[0]]
     for line, inside in zip(lines[1:], continued("\n".join(lines))):
         if not inside and line.strip() and indent_of(line.expandtabs(4)) < indent:
-            break
+            if indent_of(line.expandtabs(4)) != base or not (statement := goes_on(statement, line)):
+                break
         if not inside and not line.strip() and indent == 0:
             break
         kept.append(line)
     return "\n".join(kept).rstrip(" \t\n")
+
+
+# the clauses that may go on a compound statement at its header's indentation after the
+# block of its header or last clause: after a try's `else` (one that follows `except`)
+# only `finally`; the `else` of an `if` or a loop, and `finally`, end their statement
+_GOES_ON = {"if": ("elif", "else"), "elif": ("elif", "else"), "for": ("else",),
+            "while": ("else",), "try": ("except", "finally"),
+            "except": ("except", "else", "finally"), "try-else": ("finally",)}
+_CLAUSES = frozenset({"elif", "else", "except", "finally"})
+_FIRST_WORD = re.compile(r"[ \t]*(?:async[ \t]+)?([A-Za-z_]\w*)")
+
+
+def statement_word(line: str) -> str | None:
+    """The keyword (or name) the statement on a line begins with, `async` skipped."""
+    m = _FIRST_WORD.match(line)
+    return m.group(1) if m else None
+
+
+def goes_on(statement: str | None, line: str) -> str | None:
+    """When `line` begins a clause that may go on the compound statement whose header or
+    last clause began with `statement` (`try`, `except`, `if`...; "try-else" for a try's
+    `else`), what then began its last clause; None when it begins no such clause."""
+    word = statement_word(line)
+    if word not in _GOES_ON.get(statement, ()):
+        return None
+    return "try-else" if word == "else" and statement == "except" else word
+
+
+def _lines_forward(text: str):
+    """The lines of text, in order (without splitting a long text at once)."""
+    at = 0
+    while at >= 0:
+        end = text.find("\n", at)
+        yield text[at:] if end < 0 else text[at:end]
+        at = end + 1 if end >= 0 else -1
+
+
+def _lines_back(text: str):
+    """The lines of text, last first."""
+    end = len(text)
+    while end >= 0:
+        at = text.rfind("\n", 0, end) + 1
+        yield text[at:end]
+        end = at - 1
+
+
+def open_statement(prefix: str, suffix: str, indent: int) -> tuple[str | None, int]:
+    """(what began the statement a block indented `indent` at the cursor belongs to, as
+    goes_on reads it, and its header's indentation): the header is the last line before
+    the cursor's indented less.  (None, -1) when there is none, or when the document
+    already goes on that statement after the cursor: the first line after the cursor's
+    indented less than the block is a clause at the header's indentation."""
+    statement, base, back = None, -1, _lines_back(prefix)
+    next(back, None)  # the cursor's own line
+    for line in back:
+        if line.strip()[:1] not in ("", "#") and indent_of(line.expandtabs(4)) < indent:
+            statement, base = statement_word(line), indent_of(line.expandtabs(4))
+            break
+    if statement == "else":  # a try's else when the clause before it is an except
+        for line in back:
+            if line.strip()[:1] in ("", "#") or indent_of(line.expandtabs(4)) > base:
+                continue
+            if indent_of(line.expandtabs(4)) == base and statement_word(line) == "except":
+                statement = "try-else"
+            break
+    ahead = _lines_forward(suffix)
+    next(ahead, None)  # the rest of the cursor's line
+    for line in ahead:
+        if line.strip()[:1] not in ("", "#") and indent_of(line.expandtabs(4)) < indent:
+            if indent_of(line.expandtabs(4)) == base and statement_word(line) in _CLAUSES:
+                return None, -1
+            break
+    return statement, base
 
 
 def continued(text: str) -> list[bool]:
@@ -417,7 +500,7 @@ def finish_checked(completion: str, prefix: str, suffix: str, document_ending: s
     line_mode = mode(prefix, suffix) == "line"
     if truncated and not line_mode:
         completion = drop_unfinished(completion)
-    text = cut_repetition(cut_block(completion, prefix, line_mode))
+    text = cut_repetition(cut_block(completion, prefix, line_mode, python, suffix))
     text = trim_suffix_overlap(text, suffix)
     text = balance_brackets(text, prefix, suffix, line_mode)
     broken = None

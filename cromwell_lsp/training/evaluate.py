@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..features.analysis import parses
-from ..features.postprocess import code_lines
+from ..features.postprocess import code_lines, goes_on, statement_word
 
 STARTS = (
     "def fibonacci(n):\n    ",
@@ -68,7 +68,10 @@ MORE_STARTS = (
 
 def cut_at_block_end(text: str, start: str = "") -> str:
     """The start plus its completion up to the end of the first top-level block: the first
-    non-blank line at column 0 after an indented line ends it; trailing blanks dropped.
+    non-blank line at column 0 after an indented line ends it, unless it is a clause
+    that may go on the block's statement (`except` after a `try:` body, `elif` or `else`
+    after an `if`'s, as postprocess.goes_on reads them: its own body then goes on the
+    block); trailing blanks dropped.
     The start's own full lines are kept whole, never judged: a header the developer typed
     over several lines (a decorator with an argument list, a signature split one parameter
     per line and closed by `):` at column 0) is not the end of its block.  After them, a
@@ -77,14 +80,16 @@ def cut_at_block_end(text: str, start: str = "") -> str:
     column 0, does not end the block either.  `text` begins with `start`."""
     lines = text.split("\n")
     head = max(1, start.count("\n"))
-    kept, indented = lines[:head], False
-    for line, (_, _, _, in_string, top) in list(zip(lines, code_lines(text)))[head:]:
+    kept, indented, statement = [], False, None
+    for i, (line, (_, _, _, in_string, top)) in enumerate(zip(lines, code_lines(text))):
         if in_string or top is not None:
             pass  # goes on inside a string or a bracket: neither a body nor its end
         elif line.strip() and not line[:1].isspace():
-            if indented:
+            if indented and not (statement := goes_on(statement, line)):
                 break
-        elif line.strip():
+            if not indented:
+                statement = goes_on(statement, line) or statement_word(line) or statement
+        elif line.strip() and i >= head:
             indented = True
         kept.append(line)
     return "\n".join(kept).rstrip() + "\n"
