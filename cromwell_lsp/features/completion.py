@@ -24,6 +24,14 @@ max_tokens left; it is kept when the code around the cursor, header and all, par
 it, else the line comes alone (so a header the line leaves open, `def check(` ->
 `self,`, comes alone).
 
+A `try:` body gets its handler: in Python, when a block completion is the body of a
+`try:` that has no handler, neither in the completion (the block cut keeps the clauses
+the model wrote) nor after the cursor, an `except` line at the header's indentation is
+completed after it (`except` then the model's rest of the line, as a header finished
+mid-line, body and all), with the tokens max_tokens left; it is kept when the code
+around the cursor parses with body and handler, else the body comes alone.  A small
+model often ends a try's body with its end-of-text, and a body alone never parses.
+
 Type-ahead (Copilot's behaviour): when the new prefix is the old prefix plus the start of
 the last suggestion (same suffix), the rest of that suggestion is the answer, no compute.
 
@@ -41,13 +49,15 @@ from ..model.generation import GenerationConfig, GenerationStats, generate_ids
 from ..model.healing import LeadConstraint, heal_prompt
 from ..model.sampling import SamplingParams, TextStream
 from ..positions import line_ending, with_line_ending
-from .postprocess import finish_checked, indent_of, line_loop_end, mode, piece_loop_end
+from .postprocess import (finish_checked, fits, handler_lead, indent_of, line_loop_end, mode,
+                          piece_loop_end)
 from .session import common_prefix
 from .syntaxguard import LexCache, LexState, SyntaxGuard, body_pending, follows, is_python, scan
 
 ANSWER_MARGIN = 8  # tokens kept free past max_tokens within max_seq_len
 PREFILL_CHUNK = 64  # tokens per forward call of an idle pre-fill (a cancel point each)
-MIN_BODY_TOKENS = 8  # a header finished mid-line gets its body when this many tokens are left
+MIN_BODY_TOKENS = 8  # a header finished mid-line gets its body, a try its handler, when
+                     # this many tokens are left
 BODY_INDENT_CHARS = 40_000  # text before a header read for the file's indentation step
 
 
@@ -260,28 +270,59 @@ class Completer:
         eol = line_ending(text)
         out, _, stats, prefilled = self._generate(uri, prefix, suffix, settings, cancel,
                                                   settings.max_tokens, eol)
+        if out is not None and is_python(uri):
+            out, stats, more = self._go_on(uri, prefix, out, suffix, settings, cancel, stats,
+                                           settings.max_tokens - stats.generated, eol)
+            prefilled += more
         if out is None:
             return Completion("", prefilled, False, "cancelled")
-        left = settings.max_tokens - stats.generated
-        header = None
-        if is_python(uri) and left >= MIN_BODY_TOKENS and mode(prefix, suffix) == "line":
-            # on from the lexer state the guard kept for this document: the cursor's line only
-            st = self._lexed.state(uri, with_line_ending(prefix, "\n"))
-            scan(with_line_ending(out, "\n") + "\n", st)
-            header = _header_indent(st, suffix)
-        if header is not None:
-            # the body's first line starts where the editor's auto-indent would put it
-            indent = _body_indent(prefix + out, header)
-            body, broken, body_stats, more = self._generate(
-                uri, prefix + out + eol + indent, suffix, settings, cancel, left, eol,
-                remember=False)  # the next keystroke goes on from the prefix, not from here
-            prefilled += more
-            if body is None:
-                return Completion("", prefilled, False, "cancelled")
-            if broken is False:  # the code around the cursor, header and all, parses with it
-                out, stats = out + eol + indent + body, body_stats
         self._last[uri] = _Suggestion(prefix, suffix, out)
         return Completion(out, prefilled, False, stats.stop_reason)
+
+    def _go_on(self, uri: str, prefix: str, out: str, suffix: str, settings, cancel,
+               stats: GenerationStats, left: int, eol: str, remember: bool = True
+               ) -> tuple[str | None, GenerationStats, int]:
+        """A Python completion with what a second decode adds for it to parse, within
+        `left` tokens: a header the line finished gets its body, a `try:` body its handler
+        (module docstring); (the completion, the stats of its last decode, the tokens
+        prefilled), the completion None when cancelled.  `remember`: the guard's lexer
+        keeps its state for the document at the cursor (only the first call's is)."""
+        if left < MIN_BODY_TOKENS:
+            return out, stats, 0
+        if mode(prefix, suffix) == "block":
+            lead = handler_lead(with_line_ending(out, "\n"), with_line_ending(prefix, "\n"),
+                                with_line_ending(suffix, "\n"))
+            if lead is None:
+                return out, stats, 0
+            clause = out + eol + lead + "except"
+            line, _, line_stats, more = self._generate(uri, prefix + clause, suffix, settings,
+                                                       cancel, left, eol, remember=False)
+            if line is None:
+                return None, line_stats, more
+            line, line_stats, body_more = self._go_on(
+                uri, prefix + clause, line, suffix, settings, cancel, line_stats,
+                left - line_stats.generated, eol, remember=False)
+            if line is None:
+                return None, line_stats, more + body_more
+            if fits(clause + line, prefix, suffix):
+                return clause + line, line_stats, more + body_more
+            return out, stats, more + body_more
+        # on from the lexer state the guard kept for this document: the cursor's line only
+        st = self._lexed.state(uri, with_line_ending(prefix, "\n"), remember)
+        scan(with_line_ending(out, "\n") + "\n", st)
+        header = _header_indent(st, suffix)
+        if header is None:
+            return out, stats, 0
+        # the body's first line starts where the editor's auto-indent would put it
+        indent = _body_indent(prefix + out, header)
+        body, broken, body_stats, more = self._generate(
+            uri, prefix + out + eol + indent, suffix, settings, cancel, left, eol,
+            remember=False)  # the next keystroke goes on from the prefix, not from here
+        if body is None:
+            return None, body_stats, more
+        if broken is False:  # the code around the cursor, header and all, parses with it
+            return out + eol + indent + body, body_stats, more
+        return out, stats, more
 
     def _generate(self, uri: str, prefix: str, suffix: str, settings, cancel, max_tokens: int,
                   eol: str, remember: bool = True) -> tuple[str | None, bool, GenerationStats, int]:

@@ -71,7 +71,8 @@ def cut_block(completion: str, prefix: str, line_mode: bool, python: bool = Fals
         lines = lines[1:]  # leading blank lines carry no code
     column = len(prefix.rsplit("\n", 1)[-1].expandtabs(4))
     indent = column + indent_of(lines[0].expandtabs(4))
-    statement, base = open_statement(prefix, suffix, indent) if python else (None, -1)
+    statement, lead = open_statement(prefix, suffix, indent) if python else (None, None)
+    base = -1 if lead is None else len(lead.expandtabs(4))
     kept = [lines[0]]
     for line, inside in zip(lines[1:], continued("\n".join(lines))):
         if not inside and line.strip() and indent_of(line.expandtabs(4)) < indent:
@@ -109,6 +110,25 @@ def goes_on(statement: str | None, line: str) -> str | None:
     return "try-else" if word == "else" and statement == "except" else word
 
 
+def handler_lead(completion: str, prefix: str, suffix: str) -> str | None:
+    """When a finished Python block completion is the body of a `try:` that has no
+    handler, neither in the completion (cut_block keeps the clauses the model wrote) nor
+    after the cursor: the try's indentation, as written, where its `except` goes; else
+    None.  A try's body alone never parses."""
+    lines = completion.split("\n")
+    if not completion.strip():
+        return None
+    column = len(prefix.rsplit("\n", 1)[-1].expandtabs(4))
+    statement, lead = open_statement(prefix, suffix, column + indent_of(lines[0].expandtabs(4)))
+    if statement != "try":
+        return None
+    base = len(lead.expandtabs(4))
+    for line, inside in zip(lines[1:], continued(completion)):
+        if not inside and line.strip() and indent_of(line.expandtabs(4)) <= base:
+            return None  # a clause, or the block ended: not a body alone
+    return lead
+
+
 def _lines_forward(text: str):
     """The lines of text, in order (without splitting a long text at once)."""
     at = 0
@@ -127,18 +147,21 @@ def _lines_back(text: str):
         end = at - 1
 
 
-def open_statement(prefix: str, suffix: str, indent: int) -> tuple[str | None, int]:
+def open_statement(prefix: str, suffix: str, indent: int) -> tuple[str | None, str | None]:
     """(what began the statement a block indented `indent` at the cursor belongs to, as
-    goes_on reads it, and its header's indentation): the header is the last line before
-    the cursor's indented less.  (None, -1) when there is none, or when the document
-    already goes on that statement after the cursor: the first line after the cursor's
-    indented less than the block is a clause at the header's indentation."""
-    statement, base, back = None, -1, _lines_back(prefix)
+    goes_on reads it, and its header's indentation, as written): the header is the last
+    line before the cursor's indented less.  (None, None) when there is none, or when the
+    document already goes on that statement after the cursor: the first line after the
+    cursor's indented less than the block is a clause at the header's indentation."""
+    statement, lead, back = None, None, _lines_back(prefix)
     next(back, None)  # the cursor's own line
     for line in back:
         if line.strip()[:1] not in ("", "#") and indent_of(line.expandtabs(4)) < indent:
-            statement, base = statement_word(line), indent_of(line.expandtabs(4))
+            statement, lead = statement_word(line), line[:indent_of(line)]
             break
+    if lead is None:
+        return None, None
+    base = len(lead.expandtabs(4))
     if statement == "else":  # a try's else when the clause before it is an except
         for line in back:
             if line.strip()[:1] in ("", "#") or indent_of(line.expandtabs(4)) > base:
@@ -151,9 +174,9 @@ def open_statement(prefix: str, suffix: str, indent: int) -> tuple[str | None, i
     for line in ahead:
         if line.strip()[:1] not in ("", "#") and indent_of(line.expandtabs(4)) < indent:
             if indent_of(line.expandtabs(4)) == base and statement_word(line) in _CLAUSES:
-                return None, -1
+                return None, None
             break
-    return statement, base
+    return statement, lead
 
 
 def continued(text: str) -> list[bool]:
@@ -448,6 +471,13 @@ def breaks_code(completion: str, prefix: str, suffix: str) -> bool:
     the completion: the developer's code after the cursor is half written)."""
     return _keep_parsing(*(with_line_ending(t, "\n") for t in (completion, prefix, suffix)),
                          cut=False)[1] is True
+
+
+def fits(completion: str, prefix: str, suffix: str) -> bool:
+    """Does the code around the cursor (parse_window) parse with this finished Python
+    block completion in place?  False when it does not, and when nothing can be told."""
+    return _keep_parsing(*(with_line_ending(t, "\n") for t in (completion, prefix, suffix)),
+                         cut=False)[1] is False
 
 
 def _keep_parsing(completion: str, prefix: str, suffix: str,
