@@ -719,7 +719,8 @@ def test_a_budgeted_run_ends_its_schedule_in_the_budget_and_resumes_on_it(small_
     rows = [json.loads(line) for line in open(tmp_path / "a" / "log.jsonl")]
     last = [r for r in rows if "lr" in r][-1]
     assert last["step"] == planned
-    assert last["lr"] == pytest.approx(lr_at(planned - 1, t.c))  # the schedule of `planned`
+    # the schedule of `planned` (on from where a plan past the warmup left it)
+    assert last["lr"] == pytest.approx(lr_at(planned - 1, t.c, 0, t.decay_anchor))
     if planned > kw["warmup"] + 10:  # (a loaded machine can spend the budget in the warmup)
         assert last["lr"] < 0.1 * kw["lr"]
     again = Trainer(_config(tmp_path / "a", tok, **kw), log=_quiet)
@@ -748,6 +749,44 @@ def test_a_budget_that_cuts_the_schedule_in_its_warmup_cuts_the_warmup_too(small
     assert lr_at(2 * PLAN_AFTER, cut) == pytest.approx(t.c.lr, rel=0.01)  # then the cosine
     t.step = 150  # past the warmup: the warmup is what it was
     assert t._planned_warmup(600) == 100
+
+
+def test_a_plan_past_the_warmup_never_raises_the_rate(small_tokenizer, tmp_path):
+    """A budget that moves the cosine's end later after the warmup (the machine sped up)
+    or earlier (it slowed down) leaves the rate where it was and goes on down from there
+    to min_lr at the new end; the checkpoint keeps the anchor for a resumed run."""
+    from cromwell_lsp.training.train import Pace, lr_at
+
+    tok, _ = small_tokenizer
+    t = Trainer(_config(tmp_path / "r", tok, steps=3000, warmup=100, budget_minutes=90,
+                        image_every=0, lr=1e-3, min_lr=1e-4), log=_quiet)
+    t.c = dataclasses.replace(t.c, steps=1300)  # planned early, on a slow start
+    pace = Pace(recent=100)
+    pace.note(0.0, 5, 0.0)
+    _timeline(pace, 5, 595, 1.0)  # the machine is faster since
+    t.step, t.elapsed = 600, 600.0
+    before = t.c
+    assert t._plan(pace).steps == 3000 and t.decay_anchor is not None
+    # the old schedule's rate at the next step, and the new schedule's
+    assert lr_at(600, t.c, 0, t.decay_anchor) == pytest.approx(lr_at(600, before))
+    assert lr_at(600, t.c) > 1.3 * lr_at(600, before)  # without the anchor: up again
+    rates = [lr_at(599, before)] + [lr_at(k, t.c, 0, t.decay_anchor) for k in range(600, 3001)]
+    assert all(b <= a + 1e-15 for a, b in zip(rates, rates[1:]))
+    assert rates[-1] == pytest.approx(1e-4)
+    # then the machine slows down: the end moves earlier, on from the rate it has
+    _timeline(pace, 600, 100, 60.0)
+    t.step, t.elapsed, before, anchor = 700, 6600.0, t.c, t.decay_anchor
+    cut = t._plan(pace).steps
+    assert 700 < cut < 3000
+    assert lr_at(700, t.c, 0, t.decay_anchor) == pytest.approx(lr_at(700, before, 0, anchor))
+    rates = [lr_at(699, before, 0, anchor)] + [lr_at(k, t.c, 0, t.decay_anchor)
+                                               for k in range(700, cut + 1)]
+    assert all(b <= a + 1e-15 for a, b in zip(rates, rates[1:]))
+    assert rates[-1] == pytest.approx(1e-4)
+    t.save()
+    again = Trainer(_config(tmp_path / "r", tok, steps=3000, warmup=100, budget_minutes=90,
+                            image_every=0, lr=1e-3, min_lr=1e-4), log=_quiet)
+    assert (again.step, again.c.steps, again.decay_anchor) == (700, cut, t.decay_anchor)
 
 
 def test_train_all_gives_training_what_the_budget_leaves():

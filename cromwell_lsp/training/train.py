@@ -147,14 +147,27 @@ def with_validation(step_s: float, eval_s: float | None, eval_every: int) -> flo
 
 
 
-def lr_at(step: int, c: TrainConfig, start: int = 0) -> float:
+def lr_at(step: int, c: TrainConfig, start: int = 0,
+          anchor: tuple[int, float] | None = None) -> float:
     """Linear warmup over c.warmup steps from `start` (0, or the step a warm start began
     at: a fresh optimizer needs its warmup there too), then cosine down to c.min_lr at
-    c.steps."""
+    c.steps.  `anchor` (step, progress): from that step on, the cosine's progress goes
+    on from where it was there to its end at c.steps (a budget that moved c.steps after
+    the warmup: the rate goes on down from where it was, never up again)."""
     if step < start + c.warmup:
         return c.lr * (step - start + 1) / c.warmup
-    t = min(1.0, (step - start - c.warmup) / max(1, c.steps - start - c.warmup))
+    t = min(1.0, cosine_progress(step, c, start, anchor))
     return c.min_lr + 0.5 * (c.lr - c.min_lr) * (1 + math.cos(math.pi * t))
+
+
+def cosine_progress(step: int, c: TrainConfig, start: int = 0,
+                    anchor: tuple[int, float] | None = None) -> float:
+    """How far the cosine of lr_at has gone at `step` (0 at the warmup's end, 1 at
+    c.steps), on from `anchor` when given and reached."""
+    if anchor is not None and step >= anchor[0]:
+        at, done = anchor
+        return done + (1 - done) * (step - at) / max(1, c.steps - at)
+    return (step - start - c.warmup) / max(1, c.steps - start - c.warmup)
 
 
 def parse_weights(spec: str) -> dict[str, int]:
@@ -277,6 +290,8 @@ class Trainer:
         self.img_rng = random.Random(c.seed + 17 + self.rank)
         self.step = 0
         self.schedule_start = 0  # the step the learning-rate schedule (warmup) starts from
+        self.decay_anchor: tuple[int, float] | None = None  # lr_at's anchor, once a plan moved
+                                                            # the cosine's end past the warmup
         self.tokens_seen = 0
         self.elapsed = 0.0
         self.eval_s = None  # how long one validation pass takes, once one has run
@@ -306,7 +321,8 @@ class Trainer:
             return
         state = {"model": self.model.state_dict(), "opt": self.opt.state_dict(),
                  "step": self.step, "tokens_seen": self.tokens_seen, "elapsed": self.elapsed,
-                 "schedule_start": self.schedule_start, "ranks": ranks,
+                 "schedule_start": self.schedule_start, "decay_anchor": self.decay_anchor,
+                 "ranks": ranks,
                  "torch_rng": torch.get_rng_state(), "train_config": dataclasses.asdict(self.c),
                  "model_config": self.cfg.to_dict(), "tokenizer_sha256": self.tok.sha256}
         tmp = self._ckpt_path().with_suffix(".tmp")
@@ -327,6 +343,8 @@ class Trainer:
             # the schedule a budgeted run settled on goes on, so the resumed run is the same run
             self.c = dataclasses.replace(self.c, steps=min(self.c.steps, planned["steps"]),
                                          warmup=planned.get("warmup", self.c.warmup))
+            anchor = s.get("decay_anchor")
+            self.decay_anchor = None if anchor is None else (int(anchor[0]), float(anchor[1]))
         trained_side = s.get("train_config", {}).get("image_side")
         if not self.c.image_every and trained_side:
             # a text-only run leaves the vision side as it was: its checkpoint (and so the
@@ -396,8 +414,9 @@ class Trainer:
 
     def train_step(self) -> dict:
         c = self.c
+        lr = lr_at(self.step, c, self.schedule_start, self.decay_anchor)
         for g in self.opt.param_groups:
-            g["lr"] = lr_at(self.step, c, self.schedule_start)
+            g["lr"] = lr
         image_step = c.image_every and self.cfg.has_vision and self.step % c.image_every == c.image_every - 1
         with self._autocast():
             if image_step:
@@ -419,8 +438,7 @@ class Trainer:
         self.opt.step()
         self.step += 1
         self.tokens_seen += ntok * self.world
-        return {"loss": loss.item(), "grad_norm": float(norm),
-                "lr": lr_at(self.step - 1, c, self.schedule_start), **parts}
+        return {"loss": loss.item(), "grad_norm": float(norm), "lr": lr, **parts}
 
     # ---- validation -------------------------------------------------------------------
     def _val_sets(self):
@@ -499,6 +517,7 @@ class Trainer:
         sums: dict[str, list[float]] = {}
         while self.step < c.steps:
             metrics = self.train_step()
+            step_lr = metrics["lr"]  # the rate this step trained at, before any new plan
             self.elapsed = time.time() - start
             if self.step - session_step >= PLAN_WARM:  # the first steps are slower: not timed
                 pace.note(time.time(), self.step, self.session_eval_s)
@@ -510,7 +529,7 @@ class Trainer:
                 sums.setdefault(k, []).append(v)
             if self.rank == 0 and (self.step % 10 == 0 or self.step == c.steps):
                 metrics = {k: sum(v) / len(v) for k, v in sums.items()}
-                metrics["lr"] = lr_at(self.step - 1, c, self.schedule_start)
+                metrics["lr"] = step_lr
                 sums = {}
                 now = time.time()
                 tok_s = (self.tokens_seen - tokens_at_last) / max(now - last, 1e-9)
@@ -549,8 +568,10 @@ class Trainer:
         been timed; at most the steps asked for.  Called after PLAN_AFTER steps, inside the
         warmup of any usual schedule (so the cosine is the one a run given that step count
         from the start would follow), and again every PLAN_EVERY steps, which moves the
-        cosine's end when the machine slowed down or sped up.  Every rank takes rank 0's
-        count; the checkpoint keeps it, so a resumed run starts on the same schedule."""
+        cosine's end when the machine slowed down or sped up: past the warmup the rate
+        goes on from where it is to the new end (decay_anchor), never up again.  Every
+        rank takes rank 0's count; the checkpoint keeps it (and the anchor), so a resumed
+        run starts on the same schedule."""
         c = self.c
         pace = with_validation(pace.step_s() * PLAN_MARGIN, self.eval_s, c.eval_every)
         left = c.budget_minutes * 60 - self.elapsed
@@ -561,6 +582,10 @@ class Trainer:
             steps = int(t.item())
         if steps != c.steps:
             warmup = self._planned_warmup(steps)
+            if self.step >= self.schedule_start + c.warmup:
+                # past the warmup the cosine goes on from where it is to its new end
+                self.decay_anchor = (self.step, cosine_progress(
+                    self.step, c, self.schedule_start, self.decay_anchor))
             self.log(f"budget: {c.budget_minutes:g} min of training, {pace:.2f} s a step here: "
                      f"steps {c.steps} -> {steps}"
                      + (f", warmup {c.warmup} -> {warmup}" if warmup != c.warmup else ""))
