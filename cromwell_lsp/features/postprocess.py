@@ -36,6 +36,7 @@ from __future__ import annotations
 import re
 
 from ..positions import with_line_ending
+from .syntaxguard import CLAUSES
 
 _PAIRS = {")": "(", "]": "[", "}": "{"}
 _OPENERS = {v: k for k, v in _PAIRS.items()}
@@ -90,7 +91,6 @@ def cut_block(completion: str, prefix: str, line_mode: bool, python: bool = Fals
 _GOES_ON = {"if": ("elif", "else"), "elif": ("elif", "else"), "for": ("else",),
             "while": ("else",), "try": ("except", "finally"),
             "except": ("except", "else", "finally"), "try-else": ("finally",)}
-_CLAUSES = frozenset({"elif", "else", "except", "finally"})
 _FIRST_WORD = re.compile(r"[ \t]*(?:async[ \t]+)?([A-Za-z_]\w*)")
 
 
@@ -173,7 +173,7 @@ def open_statement(prefix: str, suffix: str, indent: int) -> tuple[str | None, s
     next(ahead, None)  # the rest of the cursor's line
     for line in ahead:
         if line.strip()[:1] not in ("", "#") and indent_of(line.expandtabs(4)) < indent:
-            if indent_of(line.expandtabs(4)) == base and statement_word(line) in _CLAUSES:
+            if indent_of(line.expandtabs(4)) == base and statement_word(line) in CLAUSES:
                 return None, None
             break
     return statement, lead
