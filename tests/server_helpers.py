@@ -54,9 +54,23 @@ def init_params(model_path=None, encodings=None, **options) -> T.InitializeParam
                               initialization_options=opts, root_uri=Path(ROOT).as_uri())
 
 
-def open_doc(client, uri: str, text: str, version: int = 1) -> None:
+def open_doc(client, uri: str, text: str, version: int = 1, language: str = "python") -> None:
     client.text_document_did_open(T.DidOpenTextDocumentParams(
-        T.TextDocumentItem(uri=uri, language_id="python", version=version, text=text)))
+        T.TextDocumentItem(uri=uri, language_id=language, version=version, text=text)))
+
+
+async def inline_text(client, uri: str, text: str, pos: T.Position | None = None,
+                language: str = "python") -> str:
+    """Open a document and ask for an inline completion at `pos` (its end by default):
+    the text the editor would show ("" for none)."""
+    open_doc(client, uri, text, language=language)
+    got = await client.text_document_inline_completion_async(
+        inline_params(uri, pos or end_of(text)))
+    assert got is not None
+    if not got.items:
+        return ""
+    item = got.items[0]
+    return item.insert_text if isinstance(item.insert_text, str) else item.insert_text.value
 
 
 def replace_doc(client, uri: str, text: str, version: int) -> None:

@@ -14,7 +14,7 @@ from cromwell_lsp.features.completion import MIN_BODY_TOKENS, _body_indent
 from cromwell_lsp.features.postprocess import finish_checked, indent_of
 from cromwell_lsp.features.syntaxguard import lex
 from cromwell_lsp.positions import with_line_ending
-from tests.server_helpers import SERVER, end_of, init_params, inline_params, open_doc
+from tests.server_helpers import SERVER, init_params, inline_text
 
 LOOP = "def f(xs):\n    for x in xs"      # the model closes the header with `:`
 AFTER_COLON = "def add(a, b):"              # the cursor right after a header's colon
@@ -27,18 +27,6 @@ async def client(lsp_client: LanguageClient):
     await lsp_client.shutdown_session()
 
 
-async def _shown(client: LanguageClient, uri: str, text: str, pos: T.Position | None = None,
-                 language: str = "python") -> str:
-    client.text_document_did_open(T.DidOpenTextDocumentParams(
-        T.TextDocumentItem(uri=uri, language_id=language, version=1, text=text)))
-    got = await client.text_document_inline_completion_async(
-        inline_params(uri, pos or end_of(text)))
-    assert got is not None
-    if not got.items:
-        return ""
-    item = got.items[0]
-    return item.insert_text if isinstance(item.insert_text, str) else item.insert_text.value
-
 
 def _body_of(doc: str, shown: str, header_indent: int) -> list[str]:
     line, _, body = shown.partition("\n")
@@ -49,18 +37,18 @@ def _body_of(doc: str, shown: str, header_indent: int) -> list[str]:
 
 
 async def test_a_header_finished_mid_line_gets_its_body(client: LanguageClient):
-    shown = await _shown(client, "file:///tmp/loop.py", LOOP)
+    shown = await inline_text(client, "file:///tmp/loop.py", LOOP)
     _body_of(LOOP, shown, 4)
     ast.parse(LOOP + shown)
 
 
 async def test_a_cursor_after_a_headers_colon_gets_the_body(client: LanguageClient):
-    shown = await _shown(client, "file:///tmp/colon.py", AFTER_COLON)
+    shown = await inline_text(client, "file:///tmp/colon.py", AFTER_COLON)
     assert shown.startswith("\n")
     _body_of(AFTER_COLON, shown, 0)
     ast.parse(AFTER_COLON + shown)
     crlf = "import os\r\n\r\n\r\n" + AFTER_COLON  # the document's line endings throughout
-    shown = await _shown(client, "file:///tmp/crlf.py", crlf)
+    shown = await inline_text(client, "file:///tmp/crlf.py", crlf)
     assert shown.startswith("\r\n") and "\n" not in shown.replace("\r\n", "")
     ast.parse(crlf.replace("\r\n", "\n") + shown.replace("\r\n", "\n"))
 
@@ -68,19 +56,19 @@ async def test_a_cursor_after_a_headers_colon_gets_the_body(client: LanguageClie
 async def test_no_body_where_the_line_alone_is_wanted(client: LanguageClient):
     # the file has the body already: the header's line alone
     text = LOOP + "\n        print(x)\n"
-    shown = await _shown(client, "file:///tmp/has-body.py", text, T.Position(1, len("    for x in xs")))
+    shown = await inline_text(client, "file:///tmp/has-body.py", text, T.Position(1, len("    for x in xs")))
     assert "\n" not in shown
     # code after the cursor on its line: the rest of the line alone
     text = "def f(xs):\n    for x in  # loop\n"
-    shown = await _shown(client, "file:///tmp/code-after.py", text, T.Position(1, len("    for x in ")))
+    shown = await inline_text(client, "file:///tmp/code-after.py", text, T.Position(1, len("    for x in ")))
     assert "\n" not in shown
     # not Python: the rest of the line alone
-    shown = await _shown(client, "file:///tmp/notes.txt", LOOP, language="plaintext")
+    shown = await inline_text(client, "file:///tmp/notes.txt", LOOP, language="plaintext")
     assert "\n" not in shown
     # maxTokens leaves too little after the line: the line alone
     client.workspace_did_change_configuration(T.DidChangeConfigurationParams(
         settings={"cromwell": {"maxTokens": MIN_BODY_TOKENS - 1}}))
-    shown = await _shown(client, "file:///tmp/short.py", AFTER_COLON)
+    shown = await inline_text(client, "file:///tmp/short.py", AFTER_COLON)
     assert "\n" not in shown
 
 

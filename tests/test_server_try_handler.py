@@ -12,7 +12,7 @@ from pytest_lsp import LanguageClient
 
 from cromwell_lsp.features.completion import MIN_BODY_TOKENS
 from cromwell_lsp.features.postprocess import fits, handler_lead
-from tests.server_helpers import SERVER, end_of, init_params, inline_params
+from tests.server_helpers import SERVER, init_params, inline_text
 
 MODULE = "import os\n\ntry:\n    "
 NESTED = "def read(path):\n    try:\n        "
@@ -25,18 +25,6 @@ async def client(lsp_client: LanguageClient):
     await lsp_client.shutdown_session()
 
 
-async def _shown(client: LanguageClient, uri: str, text: str, pos: T.Position | None = None,
-                 language: str = "python") -> str:
-    client.text_document_did_open(T.DidOpenTextDocumentParams(
-        T.TextDocumentItem(uri=uri, language_id=language, version=1, text=text)))
-    got = await client.text_document_inline_completion_async(
-        inline_params(uri, pos or end_of(text)))
-    assert got is not None
-    if not got.items:
-        return ""
-    item = got.items[0]
-    return item.insert_text if isinstance(item.insert_text, str) else item.insert_text.value
-
 
 def _handlers(shown: str, lead: str) -> list[str]:
     return [l for l in shown.split("\n") if l.startswith(lead + "except")
@@ -45,13 +33,13 @@ def _handlers(shown: str, lead: str) -> list[str]:
 
 @pytest.mark.parametrize("doc, lead", [(MODULE, ""), (NESTED, "    ")])
 async def test_a_try_body_gets_its_handler(client: LanguageClient, doc, lead):
-    shown = await _shown(client, f"file:///tmp/try{len(lead)}.py", doc)
+    shown = await inline_text(client, f"file:///tmp/try{len(lead)}.py", doc)
     body, _, rest = shown.partition("\n" + lead + "except")
     assert body.strip() and rest, shown  # the body first, then the handler
     assert len(_handlers(shown, lead)) >= 1
     ast.parse(doc + shown)
     crlf = doc.replace("\n", "\r\n")  # the document's line endings throughout
-    shown = await _shown(client, f"file:///tmp/crlf{len(lead)}.py", crlf)
+    shown = await inline_text(client, f"file:///tmp/crlf{len(lead)}.py", crlf)
     assert "\n" not in shown.replace("\r\n", "") and _handlers(shown.replace("\r\n", "\n"), lead)
     ast.parse((crlf + shown).replace("\r\n", "\n"))
 
@@ -59,16 +47,16 @@ async def test_a_try_body_gets_its_handler(client: LanguageClient, doc, lead):
 async def test_no_handler_where_the_body_alone_is_wanted(client: LanguageClient):
     # the file has its handler after the cursor already: the body alone
     text = MODULE + "\nexcept OSError:\n    pass\n"
-    shown = await _shown(client, "file:///tmp/has-handler.py", text, T.Position(3, 4))
+    shown = await inline_text(client, "file:///tmp/has-handler.py", text, T.Position(3, 4))
     assert shown.strip() and not _handlers(shown, "")
     ast.parse(text[:len(MODULE)] + shown + text[len(MODULE):])
     # not Python: the block alone
-    shown = await _shown(client, "file:///tmp/notes.txt", MODULE, language="plaintext")
+    shown = await inline_text(client, "file:///tmp/notes.txt", MODULE, language="plaintext")
     assert not _handlers(shown, "")
     # maxTokens leaves too little after the body: the body alone
     client.workspace_did_change_configuration(T.DidChangeConfigurationParams(
         settings={"cromwell": {"maxTokens": MIN_BODY_TOKENS + 4}}))
-    shown = await _shown(client, "file:///tmp/short.py", MODULE)
+    shown = await inline_text(client, "file:///tmp/short.py", MODULE)
     assert not _handlers(shown, "")
 
 
