@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from ..model import prompts
 from ..model.healing import LeadConstraint, heal_prompt
 from ..features.postprocess import code_chars
+from ..features.syntaxguard import HEADERS
 from .evaluate import TRIVIAL, code_lines, misaligned_spans
 from .owncompletions import draw_cuts
 
@@ -141,8 +142,9 @@ def misaligned_in(start: str, completion: str, offset: int = 0) -> list[tuple[in
             for a, b in misaligned_spans(start + completion) if b > n]
 
 
-# a compound statement's header: the statements whose line a colon ends
-_HEADER = re.compile(r"[ \t]*(?:async[ \t]+)?(?:if|elif|while|for|with|def|class|except)\b")
+# a compound statement's header whose line a colon ends after an expression: the syntax
+# guard's HEADERS (rule 2), and `def` and `class` too (a default's or a base's bracket)
+_HEADER = re.compile(r"[ \t]*(?:async[ \t]+)?(?:%s)\b" % "|".join(sorted(HEADERS | {"def", "class"})))
 
 
 def open_header_colons(start: str, completion: str, offset: int = 0) -> list[tuple[int, int]]:
