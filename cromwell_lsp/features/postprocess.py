@@ -54,12 +54,11 @@ def mode(prefix: str, suffix: str) -> str:
 
 def cut_block(completion: str, prefix: str, line_mode: bool, python: bool = False,
               suffix: str = "") -> str:
-    """Keep the rest of the line (line mode), or the block the completion starts: its
-    indentation is the cursor's column plus the first line's own indentation (so it works
-    whether or not the editor indented the new line); the first non-empty line indented
-    less ends it.  At module level (indentation 0) a blank line ends it.  A line that
-    begins inside a bracket the completion opened, or inside a string, goes on with its
-    statement as it does for Python, so it ends nothing: a signature closed by `):` at
+    """Keep the rest of the line (line mode), or the block the completion starts, at
+    block_indent's indentation: the first non-empty line indented less ends it.  At
+    module level (indentation 0) a blank line ends it.  A line that begins inside a
+    bracket the completion opened, or inside a string, goes on with its statement as it
+    does for Python, so it ends nothing: a signature closed by `):` at
     the def's column, or a docstring's blank line at module level.  `python`: a clause
     at the indentation of the block's header that may go on the header's statement
     (goes_on: `except` after a `try:` body) goes on the block with its own body, unless
@@ -70,8 +69,7 @@ def cut_block(completion: str, prefix: str, line_mode: bool, python: bool = Fals
     lines = completion.split("\n")
     while lines and not lines[0].strip() and len(lines) > 1:
         lines = lines[1:]  # leading blank lines carry no code
-    column = len(prefix.rsplit("\n", 1)[-1].expandtabs(4))
-    indent = column + indent_of(lines[0].expandtabs(4))
+    indent = block_indent(lines[0], prefix)
     statement, lead = open_statement(prefix, suffix, indent) if python else (None, None)
     base = -1 if lead is None else len(lead.expandtabs(4))
     kept = [lines[0]]
@@ -83,6 +81,13 @@ def cut_block(completion: str, prefix: str, line_mode: bool, python: bool = Fals
             break
         kept.append(line)
     return "\n".join(kept).rstrip(" \t\n")
+
+
+def block_indent(first_line: str, prefix: str) -> int:
+    """The indentation of a block completion whose first line is `first_line`: the
+    cursor's column plus that line's own indentation (so it is the same whether or not
+    the editor indented the new line)."""
+    return len(prefix.rsplit("\n", 1)[-1].expandtabs(4)) + indent_of(first_line.expandtabs(4))
 
 
 # the clauses that may go on a compound statement at its header's indentation after the
@@ -118,8 +123,7 @@ def handler_lead(completion: str, prefix: str, suffix: str) -> str | None:
     lines = completion.split("\n")
     if not completion.strip():
         return None
-    column = len(prefix.rsplit("\n", 1)[-1].expandtabs(4))
-    statement, lead = open_statement(prefix, suffix, column + indent_of(lines[0].expandtabs(4)))
+    statement, lead = open_statement(prefix, suffix, block_indent(lines[0], prefix))
     if statement != "try":
         return None
     base = len(lead.expandtabs(4))
@@ -129,21 +133,24 @@ def handler_lead(completion: str, prefix: str, suffix: str) -> str | None:
     return lead
 
 
-def _lines_forward(text: str):
-    """The lines of text, in order (without splitting a long text at once)."""
-    at = 0
-    while at >= 0:
+def code_lines_ahead(text: str, at: int = 0):
+    """(offset, line) for each line of text from offset `at` (a line start) that holds
+    code: not blank, not only a comment.  Walks the text, never splits it whole."""
+    while at < len(text):
         end = text.find("\n", at)
-        yield text[at:] if end < 0 else text[at:end]
-        at = end + 1 if end >= 0 else -1
+        end = len(text) if end < 0 else end
+        if text[at:end].strip()[:1] not in ("", "#"):
+            yield at, text[at:end]
+        at = end + 1
 
 
-def _lines_back(text: str):
-    """The lines of text, last first."""
+def _code_lines_back(text: str):
+    """The lines of text that hold code (code_lines_ahead's), last first."""
     end = len(text)
     while end >= 0:
         at = text.rfind("\n", 0, end) + 1
-        yield text[at:end]
+        if text[at:end].strip()[:1] not in ("", "#"):
+            yield text[at:end]
         end = at - 1
 
 
@@ -153,10 +160,10 @@ def open_statement(prefix: str, suffix: str, indent: int) -> tuple[str | None, s
     line before the cursor's indented less.  (None, None) when there is none, or when the
     document already goes on that statement after the cursor: the first line after the
     cursor's indented less than the block is a clause at the header's indentation."""
-    statement, lead, back = None, None, _lines_back(prefix)
-    next(back, None)  # the cursor's own line
+    statement, lead = None, None
+    back = _code_lines_back(prefix[:prefix.rfind("\n") + 1])  # not the cursor's own line
     for line in back:
-        if line.strip()[:1] not in ("", "#") and indent_of(line.expandtabs(4)) < indent:
+        if indent_of(line.expandtabs(4)) < indent:
             statement, lead = statement_word(line), line[:indent_of(line)]
             break
     if lead is None:
@@ -164,15 +171,14 @@ def open_statement(prefix: str, suffix: str, indent: int) -> tuple[str | None, s
     base = len(lead.expandtabs(4))
     if statement == "else":  # a try's else when the clause before it is an except
         for line in back:
-            if line.strip()[:1] in ("", "#") or indent_of(line.expandtabs(4)) > base:
+            if indent_of(line.expandtabs(4)) > base:
                 continue
             if indent_of(line.expandtabs(4)) == base and statement_word(line) == "except":
                 statement = "try-else"
             break
-    ahead = _lines_forward(suffix)
-    next(ahead, None)  # the rest of the cursor's line
-    for line in ahead:
-        if line.strip()[:1] not in ("", "#") and indent_of(line.expandtabs(4)) < indent:
+    after = suffix.find("\n") + 1  # past the rest of the cursor's line
+    for _, line in code_lines_ahead(suffix, after) if after else ():
+        if indent_of(line.expandtabs(4)) < indent:
             if indent_of(line.expandtabs(4)) == base and statement_word(line) in CLAUSES:
                 return None, None
             break
@@ -441,13 +447,12 @@ def parse_window(prefix: str, suffix: str) -> tuple[str, str] | None:
     end = tail.start() if tail else len(suffix)
     column = len(prefix.rsplit("\n", 1)[-1].expandtabs(4))
     at = suffix.find("\n") + 1 if column else 0
-    while 0 < at < end:  # the block the cursor is in ends at the first line indented less
-        nl = suffix.find("\n", at)
-        line = suffix[at:] if nl < 0 else suffix[at:nl]
-        if line.strip()[:1] not in ("", "#") and indent_of(line.expandtabs(4)) < column:
-            end = at
+    for off, line in code_lines_ahead(suffix, at) if at else ():
+        if off >= end:
             break
-        at += len(line) + 1
+        if indent_of(line.expandtabs(4)) < column:  # the block the cursor is in ends here
+            end = off
+            break
     if end > WINDOW:
         return None
     return prefix[head.start() if head else 0:], suffix[:end]

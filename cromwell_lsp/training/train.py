@@ -146,7 +146,6 @@ def with_validation(step_s: float, eval_s: float | None, eval_every: int) -> flo
     return step_s + (eval_s / eval_every if eval_s is not None and eval_every else 0.0)
 
 
-
 def lr_at(step: int, c: TrainConfig, start: int = 0,
           anchor: tuple[int, float] | None = None) -> float:
     """Linear warmup over c.warmup steps from `start` (0, or the step a warm start began
