@@ -83,6 +83,12 @@ class TrainConfig:
     own_data: str = ""            # the model's own working completions (`train own`), and
     own_per_file: int = 0         # how many of them go with each file's examples
     own_min_ratio: float = 0.0    # those at least this like their file's real block
+    prefer_data: str = ""         # preference pairs (prefer.py) from a `train own` file:
+    prefer_every: int = 0         # every this many steps a DPO term on
+    prefer_batch: int = 8         # this many pairs,
+    prefer_weight: float = 1.0    # weighted so beside the other losses,
+    prefer_beta: float = 0.1      # with this beta (how far from the reference it may move);
+    prefer_only: bool = False     # or every step the DPO term alone (no text or image batch)
 
 
 # ---- helpers --------------------------------------------------------------------------
@@ -295,7 +301,21 @@ class Trainer:
         self.elapsed = 0.0
         self.eval_s = None  # how long one validation pass takes, once one has run
         self.session_eval_s = 0.0  # validation seconds in this session
+        self.pairs = None
+        if c.prefer_data:
+            from . import prefer
+            if not (c.prefer_every or c.prefer_only):
+                raise ValueError("--prefer-data needs --prefer-every or --prefer-only")
+            if c.prefer_only and self.world > 1:
+                # the DPO forward goes around the DistributedDataParallel wrapper, whose
+                # all-reduce only a text or image step's forward sets up
+                raise ValueError("--prefer-only trains on one process; use --prefer-every "
+                                 "beside the text steps under torchrun")
+            self.pairs = prefer.Pairs(prefer.load(Path(c.prefer_data)), self.tok, c.seq_len)
+        self._prefer_saved = None
         self._resume()
+        if self.pairs is not None:
+            self._prefer_reference()
         self.fwd = StepLoss(self.model)
         if self.world > 1:
             from torch.nn.parallel import DistributedDataParallel
@@ -321,7 +341,8 @@ class Trainer:
         state = {"model": self.model.state_dict(), "opt": self.opt.state_dict(),
                  "step": self.step, "tokens_seen": self.tokens_seen, "elapsed": self.elapsed,
                  "schedule_start": self.schedule_start, "decay_anchor": self.decay_anchor,
-                 "ranks": ranks,
+                 "ranks": ranks, "prefer": None if self.pairs is None else
+                 {"key": self.pairs.key, "ref": self.pairs.ref},
                  "torch_rng": torch.get_rng_state(), "train_config": dataclasses.asdict(self.c),
                  "model_config": self.cfg.to_dict(), "tokenizer_sha256": self.tok.sha256}
         tmp = self._ckpt_path().with_suffix(".tmp")
@@ -336,6 +357,7 @@ class Trainer:
         if s["tokenizer_sha256"] != self.tok.sha256:
             raise ValueError(f"{path} was trained with another tokenizer; use a new --out")
         load_state(self.model, s["model"])
+        self._prefer_saved = s.get("prefer")
         self.step, self.tokens_seen, self.elapsed = s["step"], s["tokens_seen"], s["elapsed"]
         planned = s.get("train_config", {})
         if self.c.budget_minutes and planned.get("budget_minutes") and "opt" in s:
@@ -366,6 +388,20 @@ class Trainer:
         self.img_rng.setstate((r[0], tuple(r[1]), r[2]))
         torch.set_rng_state(s["torch_rng"])
         self.log(f"resumed from {path} at step {self.step}")
+
+    def _prefer_reference(self) -> None:
+        """The pairs' reference log-probabilities: those the checkpoint kept for the same
+        pairs, or else the model's as it stands now (the run's start)."""
+        saved = self._prefer_saved
+        if saved and saved.get("key") == self.pairs.key:
+            self.pairs.ref = saved["ref"]
+            return
+        self.model.eval()
+        self.pairs.reference(self.model, self.device, self._autocast)
+        self.model.train()
+        if self.rank == 0:
+            self.log(f"preference pairs: {len(self.pairs.pairs)}, reference taken at step "
+                     f"{self.step}")
 
     # ---- steps ----------------------------------------------------------------------------
     def _autocast(self):
@@ -404,6 +440,15 @@ class Trainer:
                                  c.ul_margin)
         return ul, {"ul": ul.item(), "ul_marked": share}
 
+    def _prefer(self):
+        """The DPO term of this step on pairs drawn with an RNG seeded by the step (a
+        resumed run draws the same ones); returns (loss, parts, tokens)."""
+        c = self.c
+        rng = random.Random(f"prefer:{c.seed}:{self.rank}:{self.step}")
+        loss, parts, ntok = self.pairs.loss(self.model, self.pairs.draw(rng, c.prefer_batch),
+                                            c.prefer_beta, self.device)
+        return loss, {"prefer": loss.item(), **parts}, ntok
+
     def _image_loss(self, batch):
         images, ids, mask, codes, code_mask, span = (
             torch.as_tensor(a).to(self.device) if isinstance(a, np.ndarray) else a for a in batch)
@@ -418,7 +463,9 @@ class Trainer:
             g["lr"] = lr
         image_step = c.image_every and self.cfg.has_vision and self.step % c.image_every == c.image_every - 1
         with self._autocast():
-            if image_step:
+            if c.prefer_only:
+                loss, parts, ntok = self._prefer()
+            elif image_step:
                 batch = D.image_batch(self.texts, self.tok, self.img_rng, c.image_batch,
                                       c.image_side, c.seq_len)
                 loss, parts = self._image_loss(batch)
@@ -431,6 +478,12 @@ class Trainer:
                     ul, ul_parts = self._unlikelihood()
                     loss = loss + c.ul_weight * ul
                     parts.update(ul_parts)
+            if self.pairs is not None and not c.prefer_only and c.prefer_every \
+                    and self.step % c.prefer_every == 0:
+                pl, p_parts, pn = self._prefer()
+                loss = loss + c.prefer_weight * pl
+                parts.update(p_parts)
+                ntok += pn
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
@@ -539,7 +592,9 @@ class Trainer:
                          f"lm {metrics.get('lm', float('nan')):.3f} "
                          f"lr {metrics['lr']:.2e} {tok_s:,.0f} tok/s  eta {eta:.1f} min"
                          + (f"  ul {metrics['ul']:.3f} marked {metrics['ul_marked']:.1%}"
-                            if "ul" in metrics else ""))
+                            if "ul" in metrics else "")
+                         + (f"  prefer {metrics['prefer']:.3f} ranked {metrics['pref_acc']:.0%}"
+                            if "prefer" in metrics else ""))
                 self._write_log({"step": self.step, "tokens": self.tokens_seen,
                                  "elapsed_s": round(self.elapsed, 1), "tok_s": round(tok_s), **metrics})
             if self.step % c.ckpt_every == 0 or self.step == c.steps:

@@ -1,0 +1,135 @@
+"""Preference pairs from the model's own greedy failures (the `--prefer-*` steps).
+
+`train own` (owncompletions.py) completes training starts greedily and by sampling and
+keeps, per start, the working completion nearest the file's real block; it also records
+the greedy completion and whether it works.  Where the greedy one fails (it loops, does
+not parse, does nothing) and a sampled one works, the two make a pair on one prompt:
+the working completion preferred, the greedy one rejected.  Rejection-sampling
+fine-tuning (`--own-data`) only pulls the working completions up, and unlikelihood only
+pushes marked tokens down; direct preference optimization (Rafailov et al. 2023) asks
+the model to rank the two, relative to where the run started (the reference):
+
+    loss = -log sigmoid(beta * ((log p(chosen) - log p_ref(chosen))
+                                - (log p(rejected) - log p_ref(rejected))))
+
+where log p is the sum over the completion's tokens and its end of text.  Tokens the two
+share from the start cancel, so the gradient falls where greedy decoding went wrong;
+beta bounds how far the model moves from the reference (the loss flattens once the
+margin is large).  The reference log-probabilities are taken once, by the model the run
+starts from, and kept in the checkpoint, so a resumed run ranks against the same ones.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from . import tasks
+from .evaluate import cut_at_block_end, misaligned_after
+
+
+def load(path: Path) -> list[tuple[str, str, str]]:
+    """(start, chosen, rejected) for each row of a `train own` file whose greedy
+    completion failed while a sampled one worked: chosen the working completion,
+    rejected the greedy one cut at its block's end as the judge cuts it.  Rows written
+    before `train own` kept the greedy completion are skipped, and so are pairs whose two
+    sides are the same text."""
+    from .corpus import read_jsonl
+
+    out = []
+    for r in read_jsonl(path):
+        if "greedy" not in r or r.get("greedy_works", True) or not r.get("completion"):
+            continue
+        start, chosen = r["start"], r["completion"]
+        if misaligned_after(start, chosen):
+            continue
+        rejected = cut_at_block_end(start + r["greedy"], start)[len(start):]
+        if rejected != chosen:
+            out.append((start, chosen, rejected))
+    return out
+
+
+def fingerprint(pairs: list[tuple[str, str, str]]) -> str:
+    return hashlib.sha256(json.dumps(pairs).encode()).hexdigest()[:16]
+
+
+def encode(tok, start: str, completion: str, seq_len: int) -> tuple[list[int], list[int]]:
+    """The pair side as the training rows lay out an own completion (the server's prompt
+    of the start, the completion, the end of text), its loss mask on the completion and
+    the end of text only; at most seq_len + 1 tokens, the prompt cut from the left."""
+    ex = tasks.start_example("own", start, completion)
+    ex.answer_from = len(ex.segments) - 2
+    ids, mask = tasks.encode(ex, tok)
+    if len(ids) > seq_len + 1:
+        ids, mask = ids[-(seq_len + 1):], mask[-(seq_len + 1):]
+    return ids, mask
+
+
+def batch_tensors(seqs: list[tuple[list[int], list[int]]], device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded ids and masks [B, T] (padding has mask 0)."""
+    n = max(len(ids) for ids, _ in seqs)
+    ids = torch.zeros(len(seqs), n, dtype=torch.long)
+    mask = torch.zeros(len(seqs), n)
+    for i, (a, m) in enumerate(seqs):
+        ids[i, :len(a)] = torch.as_tensor(a)
+        mask[i, :len(m)] = torch.as_tensor(m, dtype=torch.float32)
+    return ids.to(device), mask.to(device)
+
+
+def sequence_logp(model, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Sum of log p(token) over each row's masked targets ([B]); a causal model, so the
+    right padding changes nothing before it."""
+    logits = model(ids[:, :-1], jepa=False).logits.float()
+    logp = torch.gather(F.log_softmax(logits, -1), -1, ids[:, 1:, None])[..., 0]
+    return (logp * mask[:, 1:]).sum(-1)
+
+
+def dpo_loss(chosen: torch.Tensor, rejected: torch.Tensor, ref_chosen: torch.Tensor,
+             ref_rejected: torch.Tensor, beta: float) -> tuple[torch.Tensor, dict]:
+    """The mean DPO loss over a batch of pairs, with the share of pairs the model ranks
+    right (its implicit reward higher for the chosen side) and the mean reward margin."""
+    margin = beta * ((chosen - ref_chosen) - (rejected - ref_rejected))
+    loss = -F.logsigmoid(margin).mean()
+    return loss, {"pref_acc": float((margin.detach() > 0).float().mean()),
+                  "pref_margin": float(margin.detach().mean())}
+
+
+class Pairs:
+    """The pairs encoded once, with the reference log-probabilities of both sides."""
+
+    def __init__(self, pairs: list[tuple[str, str, str]], tok, seq_len: int):
+        if not pairs:
+            raise ValueError("no preference pairs (rows whose greedy completion failed while "
+                             "a sampled one worked)")
+        self.pairs = pairs
+        self.key = fingerprint(pairs)
+        self.sides = [(encode(tok, s, c, seq_len), encode(tok, s, r, seq_len))
+                      for s, c, r in pairs]
+        self.ref: torch.Tensor | None = None  # [N, 2]: chosen, rejected
+
+    @torch.no_grad()
+    def reference(self, model, device, autocast, chunk: int = 16) -> torch.Tensor:
+        out = []
+        for i in range(0, len(self.sides), chunk):
+            part = self.sides[i:i + chunk]
+            seqs = [c for c, _ in part] + [r for _, r in part]
+            with autocast():
+                lp = sequence_logp(model, *batch_tensors(seqs, device)).float().cpu()
+            out.append(torch.stack([lp[:len(part)], lp[len(part):]], -1))
+        self.ref = torch.cat(out)
+        return self.ref
+
+    def draw(self, rng: random.Random, n: int) -> list[int]:
+        return rng.sample(range(len(self.sides)), min(n, len(self.sides)))
+
+    def loss(self, model, index: list[int], beta: float, device) -> tuple[torch.Tensor, dict, int]:
+        seqs = [self.sides[i][0] for i in index] + [self.sides[i][1] for i in index]
+        ids, mask = batch_tensors(seqs, device)
+        lp = sequence_logp(model, ids, mask)
+        ref = self.ref[index].to(device)
+        loss, parts = dpo_loss(lp[:len(index)], lp[len(index):], ref[:, 0], ref[:, 1], beta)
+        return loss, parts, int(ids.numel())

@@ -1,0 +1,143 @@
+"""Preference pairs from the model's own greedy failures, and the DPO steps that train on
+them (cromwell_lsp/training/prefer.py, `train run --prefer-data`)."""
+from __future__ import annotations
+
+import json
+import math
+import random
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from cromwell_lsp.training import prefer as P  # noqa: E402
+
+
+def _rows(path, rows):
+    with open(path, "w") as f:
+        for r in rows:
+            f.write(json.dumps({"path": "stdlib/x.py", "ratio": 0.5, **r}) + "\n")
+
+
+def test_pairs_are_the_failing_greedy_path_against_a_working_one(tmp_path):
+    data = tmp_path / "own.jsonl"
+    _rows(data, [
+        # greedy failed, a sample worked: a pair, the greedy side cut at its block's end
+        {"start": "def f(a):\n    ", "completion": "return a + 1\n", "greedy_works": False,
+         "greedy": "return a +\n\nx = 1\n"},
+        # greedy worked: no pair
+        {"start": "def g(a):\n    ", "completion": "return a\n", "greedy_works": True,
+         "greedy": "return a\n"},
+        # a row written before `train own` kept the greedy completion: skipped
+        {"start": "def h(a):\n    ", "completion": "return a * 2\n"},
+        # the two sides the same text once cut: no pair
+        {"start": "def k(a):\n    ", "completion": "return -a\n", "greedy_works": False,
+         "greedy": "return -a\n"},
+        # greedy gave nothing at all: the empty completion is the rejected side
+        {"start": "def m(a):\n    ", "completion": "return a - 1\n", "greedy_works": False,
+         "greedy": ""},
+    ])
+    assert P.load(data) == [("def f(a):\n    ", "return a + 1\n", "return a +\n"),
+                            ("def m(a):\n    ", "return a - 1\n", "")]
+
+
+def test_a_side_is_the_own_example_with_the_loss_on_the_completion_only(small_tokenizer):
+    from cromwell_lsp.training import tasks
+
+    tok, _ = small_tokenizer
+    ids, mask = P.encode(tok, "def f(a):\n    ", "return a\n", seq_len=512)
+    full, _ = tasks.encode(tasks.start_example("own", "def f(a):\n    ", "return a\n"), tok)
+    assert ids == full
+    answer = tok.encode("return a\n")
+    n = len(answer) + 1  # and the end of text
+    assert mask == [0] * (len(ids) - n) + [1] * n
+    assert ids[-1] == tok.special("endoftext") and ids[-n:-1] == answer
+    short, short_mask = P.encode(tok, "def f(a):\n    ", "return a\n", seq_len=len(ids) - 4)
+    assert short == ids[3:] and short_mask == mask[3:]
+
+
+def test_dpo_loss_is_log_two_at_the_reference_and_falls_as_the_ranking_grows():
+    lp = torch.tensor([-5.0, -7.0])
+    loss, parts = P.dpo_loss(lp, lp, lp, lp, beta=0.1)
+    assert loss.item() == pytest.approx(math.log(2)) and parts["pref_acc"] == 0.0
+    better, _ = P.dpo_loss(lp + 2, lp - 2, lp, lp, beta=0.1)
+    assert better.item() == pytest.approx(-math.log(1 / (1 + math.exp(-0.4))), rel=1e-6)
+    worse, parts = P.dpo_loss(lp - 2, lp + 2, lp, lp, beta=0.1)
+    assert worse.item() > math.log(2) > better.item() and parts["pref_acc"] == 0.0
+
+
+def test_sequence_logp_sums_the_masked_targets_and_ignores_padding(small_tokenizer):
+    from cromwell_lsp.model.config import preset
+    from cromwell_lsp.training.model import random_init
+
+    tok, _ = small_tokenizer
+    model = random_init(preset("tiny").replace(vocab_size=tok.vocab_size), 0).eval()
+    a = P.encode(tok, "def f(a):\n    ", "return a\n", 64)
+    b = P.encode(tok, "class C:\n    ", "pass\n", 64)
+    ids, mask = P.batch_tensors([a, b], "cpu")
+    with torch.no_grad():
+        both = P.sequence_logp(model, ids, mask)
+        alone = P.sequence_logp(model, *P.batch_tensors([b], "cpu"))
+        logits = model(torch.tensor([a[0][:-1]]), jepa=False).logits[0].float()
+    want = sum(torch.log_softmax(logits[t - 1], -1)[a[0][t]].item()
+               for t in range(1, len(a[0])) if a[1][t])
+    assert both[0].item() == pytest.approx(want, abs=1e-3)
+    assert both[1].item() == pytest.approx(alone[0].item(), abs=1e-3)
+
+
+def _pairs_file(path):
+    rng = random.Random(0)
+    rows = []
+    for i in range(12):
+        good = f"return a + {i}\n"
+        bad = rng.choice(["return a, a, a, a, a\n", "pass\n", "return (a\n"])
+        rows.append({"start": f"def f{i}(a):\n    ", "completion": good, "greedy_works": False,
+                     "greedy": bad})
+    _rows(path, rows)
+
+
+def test_a_run_on_pairs_alone_ranks_them_and_resumes_exactly(small_tokenizer, tmp_path):
+    """The reference is the starting model's, kept in the checkpoint; training on the
+    pairs alone makes the model rank chosen above rejected; a run stopped and resumed
+    ends bit for bit where a straight one does."""
+    from cromwell_lsp.training.train import Trainer
+    from tests.test_training import _config, _quiet, _straight_and_resumed
+
+    tok, _ = small_tokenizer
+    data = tmp_path / "own.jsonl"
+    _pairs_file(data)
+    kw = dict(image_every=0, prefer_data=str(data), prefer_only=True, prefer_batch=4,
+              prefer_beta=0.5, lr=3e-3)
+    straight = _straight_and_resumed(tmp_path / "run", tok, **kw)
+    saved = torch.load(tmp_path / "run" / "a" / "ckpt.pt", weights_only=False)["prefer"]
+    assert saved["key"] == straight.pairs.key and torch.equal(saved["ref"], straight.pairs.ref)
+    # longer, the pairs get ranked: the DPO loss falls well below log 2
+    t = Trainer(_config(tmp_path / "long", tok, **{**kw, "steps": 30}), log=_quiet)
+    ref = t.pairs.ref.clone()
+    assert t.train_step()["prefer"] == pytest.approx(math.log(2), abs=1e-4)
+    t.run()
+    assert torch.equal(t.pairs.ref, ref)  # the reference never moves
+    with torch.no_grad():
+        loss, parts = t.pairs.loss(t.model.eval(), list(range(12)), 0.5, "cpu")[:2]
+    assert loss.item() < 0.3 and parts["pref_acc"] == 1.0
+
+
+def test_a_dpo_term_beside_the_text_steps_and_its_errors(small_tokenizer, tmp_path):
+    from cromwell_lsp.training.train import Trainer
+    from tests.test_training import _config, _quiet
+
+    tok, _ = small_tokenizer
+    data = tmp_path / "own.jsonl"
+    _pairs_file(data)
+    t = Trainer(_config(tmp_path / "a", tok, image_every=0, prefer_data=str(data),
+                        prefer_every=2, prefer_batch=3, steps=4), log=_quiet)
+    steps = [t.train_step() for _ in range(4)]
+    assert [("prefer" in m) for m in steps] == [True, False, True, False]
+    assert all("lm" in m for m in steps)
+    with pytest.raises(ValueError, match="prefer-every"):
+        Trainer(_config(tmp_path / "b", tok, prefer_data=str(data)), log=_quiet)
+    empty = tmp_path / "none.jsonl"
+    _rows(empty, [{"start": "def g(a):\n    ", "completion": "return a\n",
+                   "greedy_works": True, "greedy": "return a\n"}])
+    with pytest.raises(ValueError, match="no preference pairs"):
+        Trainer(_config(tmp_path / "c", tok, prefer_data=str(empty), prefer_every=1), log=_quiet)
