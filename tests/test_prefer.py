@@ -141,3 +141,25 @@ def test_a_dpo_term_beside_the_text_steps_and_its_errors(small_tokenizer, tmp_pa
                    "greedy_works": True, "greedy": "return a\n"}])
     with pytest.raises(ValueError, match="no preference pairs"):
         Trainer(_config(tmp_path / "c", tok, prefer_data=str(empty), prefer_every=1), log=_quiet)
+
+
+def test_the_chosen_sides_next_token_loss_is_added_at_its_weight(small_tokenizer):
+    """--prefer-nll: the DPO loss plus the weight times the chosen sides' mean next-token
+    loss (their summed log-probability over their masked tokens)."""
+    from cromwell_lsp.model.config import preset
+    from cromwell_lsp.training.model import random_init
+
+    tok, _ = small_tokenizer
+    model = random_init(preset("tiny").replace(vocab_size=tok.vocab_size), 0).eval()
+    pairs = P.Pairs([("def f(a):\n    ", "return a\n", "pass\n"),
+                     ("class C:\n    ", "x = 1\n", "")], tok, 64)
+    pairs.reference(model, "cpu", lambda: torch.autocast("cpu", enabled=False))
+    with torch.no_grad():
+        plain, parts = pairs.loss(model, [0, 1], 0.1, "cpu")[:2]
+        both, parts2 = pairs.loss(model, [0, 1], 0.1, "cpu", nll=0.5)[:2]
+        ids, mask = P.batch_tensors([pairs.sides[0][0], pairs.sides[1][0]], "cpu")
+        lp = P.sequence_logp(model, ids, mask)
+    nll = -lp.sum().item() / mask[:, 1:].sum().item()
+    assert plain.item() == pytest.approx(math.log(2), abs=1e-5)  # the model is its reference
+    assert parts["pref_nll"] == pytest.approx(nll, rel=1e-5) == parts2["pref_nll"]
+    assert both.item() == pytest.approx(math.log(2) + 0.5 * nll, rel=1e-5)

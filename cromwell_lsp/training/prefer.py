@@ -126,10 +126,19 @@ class Pairs:
     def draw(self, rng: random.Random, n: int) -> list[int]:
         return rng.sample(range(len(self.sides)), min(n, len(self.sides)))
 
-    def loss(self, model, index: list[int], beta: float, device) -> tuple[torch.Tensor, dict, int]:
+    def loss(self, model, index: list[int], beta: float, device,
+             nll: float = 0.0) -> tuple[torch.Tensor, dict, int]:
+        """The DPO loss of the pairs `index`, plus `nll` times the chosen sides' mean
+        next-token loss: DPO alone lowers both sides (only their difference counts), and
+        the probability it takes from the chosen side goes to loops (docs/MODEL.md)."""
+        n = len(index)
         seqs = [self.sides[i][0] for i in index] + [self.sides[i][1] for i in index]
         ids, mask = batch_tensors(seqs, device)
         lp = sequence_logp(model, ids, mask)
         ref = self.ref[index].to(device)
-        loss, parts = dpo_loss(lp[:len(index)], lp[len(index):], ref[:, 0], ref[:, 1], beta)
+        loss, parts = dpo_loss(lp[:n], lp[n:], ref[:, 0], ref[:, 1], beta)
+        chosen_nll = -lp[:n].sum() / mask[:n, 1:].sum().clamp_min(1.0)
+        parts["pref_nll"] = float(chosen_nll.detach())
+        if nll:
+            loss = loss + nll * chosen_nll
         return loss, parts, int(ids.numel())

@@ -88,6 +88,7 @@ class TrainConfig:
     prefer_batch: int = 8         # this many pairs,
     prefer_weight: float = 1.0    # weighted so beside the other losses,
     prefer_beta: float = 0.1      # with this beta (how far from the reference it may move);
+    prefer_nll: float = 0.0       # plus this times the chosen sides' next-token loss
     prefer_only: bool = False     # or every step the DPO term alone (no text or image batch)
 
 
@@ -446,7 +447,7 @@ class Trainer:
         c = self.c
         rng = random.Random(f"prefer:{c.seed}:{self.rank}:{self.step}")
         loss, parts, ntok = self.pairs.loss(self.model, self.pairs.draw(rng, c.prefer_batch),
-                                            c.prefer_beta, self.device)
+                                            c.prefer_beta, self.device, c.prefer_nll)
         return loss, {"prefer": loss.item(), **parts}, ntok
 
     def _image_loss(self, batch):
