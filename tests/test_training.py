@@ -578,8 +578,19 @@ def test_train_starts_completes_and_pairs_held_out_starts(small_tokenizer, tmp_p
     report = json.loads(capsys.readouterr().out)
     comps = json.loads(first.read_text())
     assert [c["start"] for c in comps] == evaluate.wide_starts(corpus, 6)
+    near = report["all"].pop("closeness")
     assert report["all"] == evaluate.tally(comps) and report["all"]["starts"] == 6
+    assert near == evaluate.closeness(comps, evaluate.real_rests(corpus))
     assert report["first_3000"] == report["all"]
+    # the real blocks: each start's rest is its block's; a completion equal to it scores 1
+    rests = evaluate.real_rests(corpus)
+    assert set(evaluate.wide_starts(corpus, 10_000)) == set(rests)
+    real = [{"start": s, "completion": rests[s]} for s in evaluate.wide_starts(corpus, 6)]
+    assert evaluate.closeness(real, rests)["mean_ratio"] == 1.0
+    assert evaluate.closeness(real, rests)["first_line_exact"] == sum(
+        bool(rests[c["start"]].split("\n")[0].strip()) for c in real)
+    none = evaluate.closeness([{**c, "completion": ""} for c in real], rests)
+    assert none == {"mean_ratio": 0.0, "first_line_exact": 0, "mean_chars": 0.0}
     # each row keeps the text as decoded, which the judge counts again to the same row
     assert all({**evaluate.judged(c["start"], c["text"]), "start": c["start"],
                 "text": c["text"], "ms": c["ms"]} == c for c in comps)

@@ -348,6 +348,40 @@ def wide_starts(corpus: Path, n: int, seed: int = 17) -> list[str]:
     return starts[:n]
 
 
+def real_rests(corpus: Path) -> dict[str, str]:
+    """Each held-out bare start (as _val_starts cuts them) -> the rest of its file's block
+    after it, cut at the block's end (the first block when two share a start)."""
+    from . import tasks
+    from .corpus import read_jsonl
+
+    rests: dict[str, str] = {}
+    for rec in sorted(read_jsonl(corpus / "val.jsonl"), key=lambda r: r["path"]):
+        for b in map(tasks._drop_docstring, tasks.block_snippets(rec["text"])):
+            end = tasks.header_end(b)
+            if end is not None and b[:end] not in rests:
+                rests[b[:end]] = cut_at_block_end(b, b[:end])[end:]
+    return rests
+
+
+def closeness(comps: list[dict], rests: dict[str, str], limit: int = 1500) -> dict:
+    """How like the files' real blocks the completions are, beside whether they work: the
+    mean difflib ratio of each completion to its real rest (both up to `limit`
+    characters), how many first lines equal the real one (stripped, not blank), and the
+    completions' mean length in characters.  A model can parse more by writing less;
+    this says whether it also went away from the code."""
+    import difflib
+
+    ratios, first = [], 0
+    for c in comps:
+        real, comp = rests[c["start"]][:limit], (c["completion"] or "")[:limit]
+        ratios.append(difflib.SequenceMatcher(None, comp, real, autojunk=False).ratio())
+        line = comp.split("\n")[0].strip()
+        first += bool(line) and line == real.split("\n")[0].strip()
+    n = max(len(comps), 1)
+    return {"mean_ratio": round(sum(ratios) / n, 4), "first_line_exact": first,
+            "mean_chars": round(sum(len(c["completion"] or "") for c in comps) / n, 1)}
+
+
 def midline(start: str) -> str | None:
     """A bare start (wide_starts) cut inside its header's line, as a developer mid-way
     through typing it: after the line's first `(` when it has one, else right after its
@@ -417,6 +451,8 @@ def starts_report(weights: Path, corpus: Path, out: Path, n: int = 10_000,
               "seconds": round(time.time() - t0, 1)}
     if editor:
         report["all"]["empty"] = sum(c["empty"] for c in comps)
+    if not mid_line:
+        report["all"]["closeness"] = closeness(comps, real_rests(corpus))
     if mid_line:
         report["mid_line"] = True
         report["all"]["with_body"] = sum(any(line.strip() for line in c["completion"].split("\n")[1:])
