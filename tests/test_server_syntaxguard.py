@@ -1,6 +1,6 @@
 """The syntax guard through the real server over stdio, on the packaged model: after a
-start where the model's own greedy choice is a header colon inside an open round bracket,
-the editor gets a block that parses; with `syntaxGuard: false` (and `alternatives: 0`,
+start where the model's own greedy block breaks one of the guard's rules (here a compound
+header's body written no deeper than its header), the editor gets a block that parses; with `syntaxGuard: false` (and `alternatives: 0`,
 which would otherwise try other first tokens) it gets the model's own block, which does
 not."""
 import ast
@@ -13,9 +13,11 @@ from pytest_lsp import LanguageClient
 from cromwell_lsp.features.syntaxguard import LexState, scan
 from tests.server_helpers import SERVER, end_of, init_params, inline_params, open_doc
 
-# a held-out start (docs/MODEL.md) after which the packaged model, left alone, writes
-# `if not isinstance(index, (index, in_value):`
-START = "def transform(row):\n    "
+# a held-out start after which the packaged model (step 34,450), left alone, writes
+# `if not is_numpy_dtype(dtype):` and its `return False` at the `if`'s own indentation.
+# (Step 34,250 wrote a header colon inside an open bracket after `def transform(row):`;
+# step 34,450 writes none on the 6,779 held-out starts, docs/MODEL.md.)
+START = "with lock:\n    "
 URI = "file:///tmp/guarded.py"
 
 
@@ -33,21 +35,22 @@ async def _block(client: LanguageClient) -> str:
     return item.insert_text if isinstance(item.insert_text, str) else item.insert_text.value
 
 
-def _colon_in_bracket(block: str):
+def _broken_rule(block: str):
+    """Where the block first breaks a guard rule (an offset in START + block), or None."""
     return scan(START + block, LexState(), since=len(START))
 
 
 async def test_the_guard_turns_a_broken_header_into_one_that_parses(client: LanguageClient):
     open_doc(client, URI, START)
     guarded = await _block(client)
-    assert guarded.strip() and _colon_in_bracket(guarded) is None
+    assert guarded.strip() and _broken_rule(guarded) is None
     ast.parse(START + guarded)
 
     client.workspace_did_change_configuration(T.DidChangeConfigurationParams(
         settings={"cromwell": {"syntaxGuard": False, "alternatives": 0}}))
     own = await _block(client)
-    at = _colon_in_bracket(own)
-    assert at is not None and (START + own)[at] == ":", own
+    at = _broken_rule(own)
+    assert at is not None and (START + own)[at:].startswith("return False"), own
     assert own != guarded
     with pytest.raises(SyntaxError):
         ast.parse(START + own)
