@@ -15,9 +15,9 @@ from cromwell_lsp.features.postprocess import breaks_code
 from tests.server_helpers import (SERVER, apply_text_edits, end_of, init_params, inline_params,
                                   open_doc)
 
-# a held-out start after which the packaged model's greedy block (step 34,450) leaves a
-# string open: `raise ValueError("You cannot specify either input_shape=input_shape)"`
-BROKEN = "if position_embeddings is not None:\n    "
+# a held-out start after which the packaged model's greedy block (step 34,400) writes an
+# `else:` that no statement before it can take
+BROKEN = "with tm.set_locale(new_locale, lc_category):\n    "
 FINE = "def add(a, b):\n    "
 
 

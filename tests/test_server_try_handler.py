@@ -15,7 +15,7 @@ from cromwell_lsp.features.postprocess import fits, handler_lead
 from tests.server_helpers import SERVER, init_params, inline_text
 
 MODULE = "import os\n\ntry:\n    "
-NESTED = "def read(path):\n    try:\n        "
+NESTED = "def load(name):\n    try:\n        "
 
 
 @pytest_lsp.fixture(config=SERVER)
