@@ -301,13 +301,19 @@ def _alternatives(asked: int | None) -> int:
     return Settings().alternatives if asked is None else asked
 
 
-def _val_starts(rec: dict) -> list[str]:
-    """Every bare start of a file: each block (function, class, loop, with, if, try), its
-    docstring dropped, cut after its header and the first body line's indentation."""
+def _val_cuts(rec: dict) -> list[tuple[str, str]]:
+    """(bare start, its block) for each block of a file (function, class, loop, with, if,
+    try), its docstring dropped, the start cut after its header and the first body line's
+    indentation."""
     from . import tasks
 
-    return [b[:end] for b in map(tasks._drop_docstring, tasks.block_snippets(rec["text"]))
+    return [(b[:end], b) for b in map(tasks._drop_docstring, tasks.block_snippets(rec["text"]))
             if (end := tasks.header_end(b)) is not None]
+
+
+def _val_starts(rec: dict) -> list[str]:
+    """Every bare start of a file (_val_cuts)."""
+    return [start for start, _ in _val_cuts(rec)]
 
 
 def heldout_starts(corpus: Path, n: int, seed: int = 13) -> list[str]:
@@ -349,17 +355,15 @@ def wide_starts(corpus: Path, n: int, seed: int = 17) -> list[str]:
 
 
 def real_rests(corpus: Path) -> dict[str, str]:
-    """Each held-out bare start (as _val_starts cuts them) -> the rest of its file's block
-    after it, cut at the block's end (the first block when two share a start)."""
-    from . import tasks
+    """Each held-out bare start (_val_cuts) -> the rest of its file's block after it, cut
+    at the block's end (the first block when two share a start)."""
     from .corpus import read_jsonl
 
     rests: dict[str, str] = {}
     for rec in sorted(read_jsonl(corpus / "val.jsonl"), key=lambda r: r["path"]):
-        for b in map(tasks._drop_docstring, tasks.block_snippets(rec["text"])):
-            end = tasks.header_end(b)
-            if end is not None and b[:end] not in rests:
-                rests[b[:end]] = cut_at_block_end(b, b[:end])[end:]
+        for start, block in _val_cuts(rec):
+            if start not in rests:
+                rests[start] = cut_at_block_end(block, start)[len(start):]
     return rests
 
 
@@ -453,7 +457,7 @@ def starts_report(weights: Path, corpus: Path, out: Path, n: int = 10_000,
         report["all"]["empty"] = sum(c["empty"] for c in comps)
     if not mid_line:
         report["all"]["closeness"] = closeness(comps, real_rests(corpus))
-    if mid_line:
+    else:
         report["mid_line"] = True
         report["all"]["with_body"] = sum(any(line.strip() for line in c["completion"].split("\n")[1:])
                                          for c in comps)

@@ -313,9 +313,8 @@ class Trainer:
                 raise ValueError("--prefer-only trains on one process; use --prefer-every "
                                  "beside the text steps under torchrun")
             self.pairs = prefer.Pairs(prefer.load(Path(c.prefer_data)), self.tok, c.seq_len)
-        self._prefer_saved = None
         self._resume()
-        if self.pairs is not None:
+        if self.pairs is not None and self.pairs.ref is None:
             self._prefer_reference()
         self.fwd = StepLoss(self.model)
         if self.world > 1:
@@ -358,7 +357,9 @@ class Trainer:
         if s["tokenizer_sha256"] != self.tok.sha256:
             raise ValueError(f"{path} was trained with another tokenizer; use a new --out")
         load_state(self.model, s["model"])
-        self._prefer_saved = s.get("prefer")
+        saved = s.get("prefer")
+        if self.pairs is not None and saved and saved.get("key") == self.pairs.key:
+            self.pairs.ref = saved["ref"]  # the same pairs: ranked against the same reference
         self.step, self.tokens_seen, self.elapsed = s["step"], s["tokens_seen"], s["elapsed"]
         planned = s.get("train_config", {})
         if self.c.budget_minutes and planned.get("budget_minutes") and "opt" in s:
@@ -391,12 +392,8 @@ class Trainer:
         self.log(f"resumed from {path} at step {self.step}")
 
     def _prefer_reference(self) -> None:
-        """The pairs' reference log-probabilities: those the checkpoint kept for the same
-        pairs, or else the model's as it stands now (the run's start)."""
-        saved = self._prefer_saved
-        if saved and saved.get("key") == self.pairs.key:
-            self.pairs.ref = saved["ref"]
-            return
+        """The pairs' reference log-probabilities when the checkpoint kept none for these
+        pairs: the model's as it stands now (the run's start)."""
         self.model.eval()
         self.pairs.reference(self.model, self.device, self._autocast)
         self.model.train()
