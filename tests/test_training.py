@@ -313,7 +313,23 @@ def test_failure_categories():
         assert failure(comps[-1]) == want, text
     t = tally(comps)
     assert t == {"starts": 6, "parse": 4, "parse_no_loop": 3, "useful": 1,
-                 "failures": {f: 1 for f in FAILURES}}
+                 "useful_one_line_return": 0, "failures": {f: 1 for f in FAILURES}}
+
+
+def test_one_line_returns_of_a_bare_value_are_counted_apart_among_the_useful():
+    """`return False`, `return n`, `return self._value`: useful, and counted apart, since
+    a small model falls back on them for any start; a return that computes something, a
+    second statement, or a comment beside it are not such a body."""
+    from cromwell_lsp.training.evaluate import judged, one_line_return, tally
+    bare = ["return False\n", "return n\n", "return self._value\n", "return 0\n",
+            "return 'x'\n", "# the value\n    return b\"\"\n", "return -1.5\n"]
+    other = ["return n + 1\n", "return f(n)\n", "x = n\n    return x\n",
+             "return (n)\n", "if n:\n        return n\n", "return\n"]
+    assert all(map(one_line_return, bare)) and not any(map(one_line_return, other))
+    start = "def f(n):\n    "
+    t = tally([{**judged(start, c), "start": start} for c in bare + other])
+    # `return` alone does nothing (not useful), so it is not counted among the useful ones
+    assert (t["useful"], t["useful_one_line_return"]) == (12, 7)
 
 
 def test_block_cut_and_parse_check():
@@ -590,7 +606,10 @@ def test_train_starts_completes_and_pairs_held_out_starts(small_tokenizer, tmp_p
     assert evaluate.closeness(real, rests)["first_line_exact"] == sum(
         bool(rests[c["start"]].split("\n")[0].strip()) for c in real)
     none = evaluate.closeness([{**c, "completion": ""} for c in real], rests)
-    assert none == {"mean_ratio": 0.0, "first_line_exact": 0, "mean_chars": 0.0}
+    assert none == {"mean_ratio": 0.0, "first_line_exact": 0, "distinct_first_lines": 0,
+                    "mean_chars": 0.0}
+    assert evaluate.closeness(real, rests)["distinct_first_lines"] == len(
+        {rests[c["start"]].split("\n")[0].strip() for c in real} - {""})
     # each row keeps the text as decoded, which the judge counts again to the same row
     assert all({**evaluate.judged(c["start"], c["text"]), "start": c["start"],
                 "text": c["text"], "ms": c["ms"]} == c for c in comps)

@@ -157,6 +157,21 @@ def trivial(completion: str) -> bool:
     return bool(code) and all(l in TRIVIAL for l in code)
 
 
+_BARE_RETURN = re.compile(r"return\s+(?:[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*|-?\.?\d[\w.]*"
+                          r"|[rRbBuUfF]{0,2}(?:'[^'\n]*'|\"[^\"\n]*\"))")
+
+
+def one_line_return(completion: str) -> bool:
+    """Is the completion's only statement (comments and blank lines aside) a `return` of
+    a bare name, attribute or literal (`return False`, `return n`, `return self._value`)?
+    Such a body parses and does something, and is sometimes right (a property), but it
+    is also what a small model falls back on for any start; tally counts the useful ones
+    apart, so that a model which parses more by answering that way shows it."""
+    code = [l.strip() for l in completion.splitlines()]
+    code = [l for l in code if l and not l.startswith("#")]
+    return len(code) == 1 and bool(_BARE_RETURN.fullmatch(code[0]))
+
+
 def judged(start: str, text: str) -> dict:
     """A completion cut at its block's end (`completion`) and the eval's three tests on
     it: does the start plus it parse, does it loop, does it do nothing."""
@@ -372,17 +387,21 @@ def closeness(comps: list[dict], rests: dict[str, str], limit: int = 1500) -> di
     mean difflib ratio of each completion to its real rest (both up to `limit`
     characters), how many first lines equal the real one (stripped, not blank), and the
     completions' mean length in characters.  A model can parse more by writing less;
-    this says whether it also went away from the code."""
+    this says whether it also went away from the code.  `distinct_first_lines`: how many
+    different first lines the completions have (a model that falls back on one stock
+    answer for many starts has few)."""
     import difflib
 
-    ratios, first = [], 0
+    ratios, first, lines = [], 0, set()
     for c in comps:
         real, comp = rests[c["start"]][:limit], (c["completion"] or "")[:limit]
         ratios.append(difflib.SequenceMatcher(None, comp, real, autojunk=False).ratio())
         line = comp.split("\n")[0].strip()
         first += bool(line) and line == real.split("\n")[0].strip()
+        lines.add(line)
     n = max(len(comps), 1)
     return {"mean_ratio": round(sum(ratios) / n, 4), "first_line_exact": first,
+            "distinct_first_lines": len(lines - {""}),
             "mean_chars": round(sum(len(c["completion"] or "") for c in comps) / n, 1)}
 
 
@@ -407,10 +426,13 @@ def midline_starts(corpus: Path, n: int) -> list[str]:
 
 
 def tally(comps: list[dict]) -> dict:
-    """Counts of judged completions: how many, useful, and each of FAILURES."""
+    """Counts of judged completions: how many, useful, how many of the useful ones are a
+    one-line return (one_line_return), and each of FAILURES."""
     counts = {"starts": len(comps), "parse": sum(c["parses"] for c in comps),
               "parse_no_loop": sum(c["parses"] and not c["loops"] for c in comps),
-              "useful": sum(map(useful, comps))}
+              "useful": sum(map(useful, comps)),
+              "useful_one_line_return": sum(useful(c) and one_line_return(c["completion"])
+                                            for c in comps)}
     why = [failure(c) for c in comps]
     counts["failures"] = {f: why.count(f) for f in FAILURES}
     return counts
