@@ -87,11 +87,16 @@ def test_the_packaged_model_completes_training_starts_through_the_engine(small_t
     assert report["starts"] == 6 and report["samples_per_start"] == 3
     assert report["some_sample_works"] == len(rows) <= 6
     assert report["greedy_works"] <= len(rows) and len(rows) <= report["working_completions"] <= 18
-    train = {r["path"] for r in read_jsonl(corpus / "train.jsonl")}
+    texts = {r["path"]: r["text"] for r in read_jsonl(corpus / "train.jsonl")}
     for r in rows:
-        assert r["path"] in train
+        assert r["path"] in texts
         assert O.works(r["start"], r["completion"]) == r["completion"]
         assert 0.0 <= r["ratio"] <= 1.0
+        # the real block after the start, as the file has it: its ratio is the one kept
+        assert O.cut_at_block_end(r["start"] + r["real"], r["start"]) == r["start"] + r["real"]
+        assert round(O.nearest(r["real"], [r["completion"]])[1], 3) == r["ratio"]
+        assert any(O.tasks._drop_docstring(b).startswith((r["start"] + r["real"]).rstrip("\n"))
+                   for b in O.tasks.block_snippets(texts[r["path"]]))
     assert O.load(out) == [(r["start"], r["completion"]) for r in rows]
     assert O.load(out, min_ratio=1.01) == []
 

@@ -41,6 +41,40 @@ def test_pairs_are_the_failing_greedy_path_against_a_working_one(tmp_path):
                             ("def m(a):\n    ", "return a - 1\n", "")]
 
 
+def test_real_pairs_are_the_files_block_over_a_greedy_one_line_return(tmp_path):
+    """--prefer-real: a greedy completion that works but is a one-line return of a bare
+    value gives way to the file's real block, when that is a useful body of another kind
+    and short enough; failing greedy completions make their pairs as before."""
+    data = tmp_path / "own.jsonl"
+    start = "def f(a):\n    "
+    _rows(data, [
+        # a stock return where the file computes something: a pair
+        {"start": start, "completion": "return False\n", "greedy_works": True,
+         "greedy": "return False\n\nx = 1\n", "real": "b = a * 2\n    return b\n"},
+        # the real block is a one-line return too: no pair
+        {"start": start, "completion": "return a\n", "greedy_works": True,
+         "greedy": "return a\n", "real": "return self.a\n"},
+        # the greedy completion computes something: no pair
+        {"start": start, "completion": "return a + 1\n", "greedy_works": True,
+         "greedy": "return a + 1\n", "real": "b = a\n    return b\n"},
+        # the real block does nothing, does not parse alone, or is too long: no pair
+        {"start": start, "completion": "return a\n", "greedy_works": True,
+         "greedy": "return a\n", "real": "pass\n"},
+        {"start": start, "completion": "return a\n", "greedy_works": True,
+         "greedy": "return a\n", "real": "else:\n    return 1\n"},
+        {"start": start, "completion": "return a\n", "greedy_works": True,
+         "greedy": "return a\n", "real": "b = [\n" + "        1,\n" * 60 + "    ]\n"},
+        # written before rows kept the real block: no pair
+        {"start": start, "completion": "return a\n", "greedy_works": True, "greedy": "return a\n"},
+        # failed: the working sample over it, with or without --prefer-real
+        {"start": start, "completion": "return a - 1\n", "greedy_works": False,
+         "greedy": "return (a\n", "real": "return a - 1\n"},
+    ])
+    failing = [(start, "return a - 1\n", "return (a\n")]
+    assert P.load(data) == failing
+    assert P.load(data, real=True) == [(start, "b = a * 2\n    return b\n", "return False\n")] + failing
+
+
 def test_a_side_is_the_own_example_with_the_loss_on_the_completion_only(small_tokenizer):
     from cromwell_lsp.training import tasks
 

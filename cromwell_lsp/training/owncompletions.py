@@ -102,7 +102,7 @@ def _worker(job) -> list[dict]:
         best = nearest(ref, [c for _, c in good])
         rows.append({"path": path, "start": start, "greedy_works": bool(good and good[0][0] == 0),
                      "greedy": texts[0], "working": len(good), "completion": best[0] if best else None,
-                     "ratio": round(best[1], 3) if best else None})
+                     "ratio": round(best[1], 3) if best else None, "real": ref})
     return rows
 
 
@@ -110,8 +110,9 @@ def build(weights: Path, corpus: Path, out: Path, n: int, samples: int = 6,
           temperature: float = 0.8, top_p: float = 0.95, seed: int = 0, workers: int = 2,
           log=print) -> dict:
     """Complete n bare starts from corpus/train.jsonl; write the working completions to
-    `out` (JSON lines: path, start, completion, ratio, and the greedy completion as
-    decoded with whether it works, for preference pairs: prefer.py) and return the counts."""
+    `out` (JSON lines: path, start, completion, ratio, and for preference pairs
+    (prefer.py) the greedy completion as decoded with whether it works, and the file's
+    real block after the start) and return the counts."""
     from concurrent.futures import ProcessPoolExecutor
 
     from .corpus import read_jsonl
@@ -132,7 +133,7 @@ def build(weights: Path, corpus: Path, out: Path, n: int, samples: int = 6,
     with open(out, "w") as f:
         for r in kept:
             f.write(json.dumps({k: r[k] for k in ("path", "start", "completion", "ratio",
-                                                  "greedy_works", "greedy")}) + "\n")
+                                                  "greedy_works", "greedy", "real")}) + "\n")
     report = {"starts": len(rows), "greedy_works": sum(r["greedy_works"] for r in rows),
               "some_sample_works": len(kept), "samples_per_start": samples + 1,
               "working_completions": sum(r["working"] for r in rows),

@@ -32,25 +32,47 @@ from . import tasks
 from .evaluate import cut_at_block_end, misaligned_after
 
 
-def load(path: Path) -> list[tuple[str, str, str]]:
+REAL_CHARS = 400  # a real block chosen over a stock answer is at most this long (about
+                  # the 96 tokens `train own` lets a completion take)
+
+
+def load(path: Path, real: bool = False) -> list[tuple[str, str, str]]:
     """(start, chosen, rejected) for each row of a `train own` file whose greedy
     completion failed while a sampled one worked: chosen the working completion,
-    rejected the greedy one cut at its block's end as the judge cuts it.  Rows written
-    before `train own` kept the greedy completion are skipped, and so are pairs whose two
-    sides are the same text."""
+    rejected the greedy one cut at its block's end as the judge cuts it.
+    `real`: also each row whose greedy completion works but is a one-line return of a
+    bare value (evaluate.one_line_return: `return False`, `return self._value`) where the
+    file's real block is a useful body of another kind, at most REAL_CHARS long: the real
+    block chosen over it (the self-play form of Chen et al. 2024, real text against the
+    model's own, kept to the answer a small model falls back on for any start).
+    Rows written before `train own` kept the greedy completion (or, for `real`, the real
+    block) are skipped, and so are pairs whose two sides are the same text."""
     from .corpus import read_jsonl
 
     out = []
     for r in read_jsonl(path):
-        if "greedy" not in r or r.get("greedy_works", True) or not r.get("completion"):
+        if "greedy" not in r or not r.get("completion"):
             continue
-        start, chosen = r["start"], r["completion"]
-        if misaligned_after(start, chosen):
-            continue
+        start = r["start"]
         rejected = cut_at_block_end(start + r["greedy"], start)[len(start):]
-        if rejected != chosen:
+        if not r.get("greedy_works", True):
+            chosen = r["completion"]
+        elif real and r.get("real") and _stock_over_real(start, rejected, r["real"]):
+            chosen = r["real"]
+        else:
+            continue
+        if not misaligned_after(start, chosen) and rejected != chosen:
             out.append((start, chosen, rejected))
     return out
+
+
+def _stock_over_real(start: str, greedy: str, real: str) -> bool:
+    """Is the greedy completion a one-line return of a bare value where the real block is
+    a useful body (parses, no loop, does something) of another kind, short enough?"""
+    from .evaluate import judged, one_line_return, useful
+
+    return (one_line_return(greedy) and not one_line_return(real) and len(real) <= REAL_CHARS
+            and useful(judged(start, real)))
 
 
 def fingerprint(pairs: list[tuple[str, str, str]]) -> str:

@@ -90,6 +90,7 @@ class TrainConfig:
     prefer_beta: float = 0.1      # with this beta (how far from the reference it may move);
     prefer_nll: float = 0.0       # plus this times the chosen sides' next-token loss
     prefer_only: bool = False     # or every step the DPO term alone (no text or image batch)
+    prefer_real: bool = False     # also the real block over a greedy one-line return (prefer.load)
 
 
 # ---- helpers --------------------------------------------------------------------------
@@ -312,7 +313,8 @@ class Trainer:
                 # all-reduce only a text or image step's forward sets up
                 raise ValueError("--prefer-only trains on one process; use --prefer-every "
                                  "beside the text steps under torchrun")
-            self.pairs = prefer.Pairs(prefer.load(Path(c.prefer_data)), self.tok, c.seq_len)
+            self.pairs = prefer.Pairs(prefer.load(Path(c.prefer_data), c.prefer_real),
+                                      self.tok, c.seq_len)
         self._resume()
         if self.pairs is not None and self.pairs.ref is None:
             self._prefer_reference()
