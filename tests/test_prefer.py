@@ -175,6 +175,16 @@ def test_a_dpo_term_beside_the_text_steps_and_its_errors(small_tokenizer, tmp_pa
                    "greedy_works": True, "greedy": "return a\n"}])
     with pytest.raises(ValueError, match="no preference pairs"):
         Trainer(_config(tmp_path / "c", tok, prefer_data=str(empty), prefer_every=1), log=_quiet)
+    # --prefer-real: the same file's stock return against its real block is a pair too
+    stock = tmp_path / "stock.jsonl"
+    _rows(stock, [{"start": "def g(a):\n    ", "completion": "return a\n", "greedy_works": True,
+                   "greedy": "return a\n", "real": "b = a + 1\n    return b\n"}])
+    with pytest.raises(ValueError, match="no preference pairs"):
+        Trainer(_config(tmp_path / "d", tok, prefer_data=str(stock), prefer_every=1), log=_quiet)
+    t = Trainer(_config(tmp_path / "e", tok, image_every=0, prefer_data=str(stock),
+                        prefer_every=1, prefer_real=True, steps=1), log=_quiet)
+    assert t.pairs.pairs == [("def g(a):\n    ", "b = a + 1\n    return b\n", "return a\n")]
+    assert "prefer" in t.train_step()
 
 
 def test_the_chosen_sides_next_token_loss_is_added_at_its_weight(small_tokenizer):
