@@ -318,8 +318,9 @@ def test_failure_categories():
 
 def test_one_line_returns_of_a_bare_value_are_counted_apart_among_the_useful():
     """`return False`, `return n`, `return self._value`: useful, and counted apart, since
-    a small model falls back on them for any start; a return that computes something, a
-    second statement, or a comment beside it are not such a body."""
+    a small model falls back on them for any start (a comment line beside one changes
+    nothing); a return that computes something, or a second statement, is not such a
+    body."""
     from cromwell_lsp.training.evaluate import judged, one_line_return, tally
     bare = ["return False\n", "return n\n", "return self._value\n", "return 0\n",
             "return 'x'\n", "# the value\n    return b\"\"\n", "return -1.5\n"]

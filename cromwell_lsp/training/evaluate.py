@@ -148,12 +148,17 @@ def misaligned_after(start: str, completion: str) -> bool:
 TRIVIAL = frozenset({"return", "return None", "pass", "..."})
 
 
+def _statement_lines(completion: str) -> list[str]:
+    """The completion's lines, stripped, blank lines and comment lines left out."""
+    lines = [l.strip() for l in completion.splitlines()]
+    return [l for l in lines if l and not l.startswith("#")]
+
+
 def trivial(completion: str) -> bool:
     """Is every statement line of the completion (comments and blank lines aside) one of
     TRIVIAL (`def fibonacci(n):` -> `return`)?  Counted apart, since a model pushed off
     its loops can learn to close every block that way and still "parse"."""
-    lines = [l.strip() for l in completion.splitlines()]
-    code = [l for l in lines if l and not l.startswith("#")]
+    code = _statement_lines(completion)
     return bool(code) and all(l in TRIVIAL for l in code)
 
 
@@ -167,8 +172,7 @@ def one_line_return(completion: str) -> bool:
     Such a body parses and does something, and is sometimes right (a property), but it
     is also what a small model falls back on for any start; tally counts the useful ones
     apart, so that a model which parses more by answering that way shows it."""
-    code = [l.strip() for l in completion.splitlines()]
-    code = [l for l in code if l and not l.startswith("#")]
+    code = _statement_lines(completion)
     return len(code) == 1 and bool(_BARE_RETURN.fullmatch(code[0]))
 
 
@@ -428,14 +432,13 @@ def midline_starts(corpus: Path, n: int) -> list[str]:
 def tally(comps: list[dict]) -> dict:
     """Counts of judged completions: how many, useful, how many of the useful ones are a
     one-line return (one_line_return), and each of FAILURES."""
-    counts = {"starts": len(comps), "parse": sum(c["parses"] for c in comps),
-              "parse_no_loop": sum(c["parses"] and not c["loops"] for c in comps),
-              "useful": sum(map(useful, comps)),
-              "useful_one_line_return": sum(useful(c) and one_line_return(c["completion"])
-                                            for c in comps)}
-    why = [failure(c) for c in comps]
-    counts["failures"] = {f: why.count(f) for f in FAILURES}
-    return counts
+    why = [failure(c) for c in comps]  # None: useful
+    return {"starts": len(comps), "parse": sum(c["parses"] for c in comps),
+            "parse_no_loop": sum(c["parses"] and not c["loops"] for c in comps),
+            "useful": why.count(None),
+            "useful_one_line_return": sum(w is None and one_line_return(c["completion"])
+                                          for w, c in zip(why, comps)),
+            "failures": {f: why.count(f) for f in FAILURES}}
 
 
 def paired(comps: list[dict], other: list[dict]) -> dict:

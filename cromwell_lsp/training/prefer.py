@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from . import tasks
-from .evaluate import cut_at_block_end, misaligned_after
+from .evaluate import cut_at_block_end, judged, misaligned_after, one_line_return, useful
 
 
 REAL_CHARS = 400  # a real block chosen over a stock answer is at most this long (about
@@ -69,8 +69,6 @@ def load(path: Path, real: bool = False) -> list[tuple[str, str, str]]:
 def _stock_over_real(start: str, greedy: str, real: str) -> bool:
     """Is the greedy completion a one-line return of a bare value where the real block is
     a useful body (parses, no loop, does something) of another kind, short enough?"""
-    from .evaluate import judged, one_line_return, useful
-
     return (one_line_return(greedy) and not one_line_return(real) and len(real) <= REAL_CHARS
             and useful(judged(start, real)))
 
