@@ -286,7 +286,7 @@ _TRAIN_KNOBS = {"steps": int, "batch_size": int, "seq_len": int, "lr": float, "w
                 "ul_margin": float, "ul_rules": str, "budget_minutes": float, "own_data": str, "own_per_file": int, "own_min_ratio": float,
                 "prefer_data": str, "prefer_every": int, "prefer_batch": int,
                 "prefer_weight": float, "prefer_beta": float, "prefer_nll": float,
-                "prefer_only": int, "prefer_real": int}
+                "prefer_only": int, "prefer_real": int, "prefer_handlers": int}
 
 
 def _settings(args):

@@ -207,3 +207,49 @@ def test_the_chosen_sides_next_token_loss_is_added_at_its_weight(small_tokenizer
     assert plain.item() == pytest.approx(math.log(2), abs=1e-5)  # the model is its reference
     assert parts["pref_nll"] == pytest.approx(nll, rel=1e-5) == parts2["pref_nll"]
     assert both.item() == pytest.approx(math.log(2) + 0.5 * nll, rel=1e-5)
+
+
+def test_handler_pairs_are_real_try_statements_over_their_bodies_alone():
+    """--prefer-handlers: a training file's `try` statement, started as a developer opens
+    one, chosen over its body alone (which does not compile); the body and the statement
+    as the file has them, each body once, one a file, too long or not useful ones left
+    out, and the same pairs for the same seed."""
+    files = [
+        ("a.py", "import os\n\n\ndef f(p):\n    try:\n        return os.stat(p)\n"
+                 "    except OSError:  # gone\n        return None\n"),
+        # the same body as a.py's: its statement is not taken again
+        ("b.py", "try:\n    return os.stat(p)\nexcept OSError:\n    raise\n"),
+        ("c.py", "try:\n    x = load()\n\n    y = x + 1\nfinally:\n    close()\n"
+                 "try:\n    z = 2\nexcept ValueError:\n    z = 3\n"),  # the second: not taken
+        ("d.py", "try:\n    x = [\n" + "        1,\n" * 200 + "    ]\nexcept Exception:\n    pass\n"),
+        ("e.py", "try:\n    pass\nexcept Exception:\n    pass\n"),  # does nothing
+        ("f.py", "def g():\n    return 1\n"),  # no try at all
+    ]
+    pairs = P.handler_pairs(files, 10, random.Random(0))
+    assert sorted(pairs) == sorted([
+        ("try:\n    ", "return os.stat(p)\nexcept OSError:  # gone\n    return None\n",
+         "return os.stat(p)\n"),
+        ("try:\n    ", "x = load()\n\n    y = x + 1\nfinally:\n    close()\n",
+         "x = load()\n\n    y = x + 1\n"),
+    ])
+    for start, chosen, rejected in pairs:  # the chosen side parses, the rejected one not
+        assert P.useful(P.judged(start, chosen)) and not P.judged(start, rejected)["parses"]
+    assert P.handler_pairs(files, 10, random.Random(0)) == pairs
+    assert len(P.handler_pairs(files, 1, random.Random(0))) == 1
+
+
+def test_handler_pairs_alone_make_a_run_of_dpo_steps(small_tokenizer, tmp_path):
+    """--prefer-handlers without --prefer-data: the pairs come from the run's corpus."""
+    from cromwell_lsp.training.train import Trainer
+    from tests.test_training import _config, _quiet
+
+    tok, _ = small_tokenizer
+    c = _config(tmp_path / "a", tok, image_every=0, prefer_only=True, prefer_handlers=3,
+                prefer_batch=2, steps=1)
+    t = Trainer(c, log=_quiet)
+    want = P.handler_pairs(t.texts, 3, random.Random(f"handlers:{c.seed}"))
+    assert want and t.pairs.pairs == want
+    assert all(s == "try:\n    " for s, _, _ in want)
+    assert "prefer" in t.train_step()
+    with pytest.raises(ValueError, match="prefer-handlers need"):
+        Trainer(_config(tmp_path / "b", tok, prefer_handlers=3), log=_quiet)

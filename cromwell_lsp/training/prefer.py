@@ -20,6 +20,7 @@ starts from, and kept in the checkpoint, so a resumed run ranks against the same
 """
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import random
@@ -29,7 +30,8 @@ import torch
 import torch.nn.functional as F
 
 from . import tasks
-from .evaluate import cut_at_block_end, judged, misaligned_after, one_line_return, useful
+from .evaluate import (cut_at_block_end, judged, misaligned_after, one_line_return, trivial,
+                       useful)
 
 
 REAL_CHARS = 400  # a real block chosen over a stock answer is at most this long (about
@@ -71,6 +73,49 @@ def _stock_over_real(start: str, greedy: str, real: str) -> bool:
     a useful body (parses, no loop, does something) of another kind, short enough?"""
     return (one_line_return(greedy) and not one_line_return(real) and len(real) <= REAL_CHARS
             and useful(judged(start, real)))
+
+
+def handler_pairs(texts: list[tuple[str, str]], n: int,
+                  rng: random.Random) -> list[tuple[str, str, str]]:
+    """Up to n (start, chosen, rejected) from the `try` statements of training files:
+    the start `try:` and its body's indentation, as a developer who just opened one has
+    typed (tasks.block_cut's header cut); chosen the real statement (its body and its
+    `except` / `else` / `finally` clauses), rejected its body alone, then the end of text.
+    A `try` body alone does not compile, yet a small model trained on blocks that end
+    after their body stops there, the end of text likelier than `except`.  The two sides
+    share the body, so the DPO gradient falls on that one choice.  Kept: real statements
+    that are useful (evaluate.useful) and at most REAL_CHARS long, whose body does
+    something (`try: pass` teaches nothing), each body at most once
+    (one library's boilerplate `try` would otherwise make a tenth of the pairs), one a
+    file.
+    Files are visited in the rng's order, so the pairs of one seed are always the same."""
+    out, seen = [], set()
+    for i in rng.sample(range(len(texts)), len(texts)):
+        if len(out) >= n:
+            break
+        for block in tasks.block_snippets(texts[i][1]):
+            pair = _handler_pair(block)
+            if pair is not None and pair[2] not in seen:
+                seen.add(pair[2])
+                out.append(pair)
+                break
+    return out
+
+
+def _handler_pair(block: str) -> tuple[str, str, str] | None:
+    if not block.startswith("try:") or (end := tasks.header_end(block)) is None:
+        return None
+    start, real = block[:end], block[end:]
+    if len(real) > REAL_CHARS or not useful(judged(start, real)):
+        return None
+    try:
+        node = ast.parse(block).body[0]
+    except (SyntaxError, ValueError, RecursionError, IndexError):
+        return None
+    # the body through its last statement's last line (block lines are 1-based)
+    body_end = sum(map(len, block.splitlines(keepends=True)[:node.body[-1].end_lineno]))
+    body = block[end:body_end].rstrip() + "\n"
+    return None if trivial(body) else (start, real, body)
 
 
 def fingerprint(pairs: list[tuple[str, str, str]]) -> str:

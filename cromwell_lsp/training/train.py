@@ -91,6 +91,8 @@ class TrainConfig:
     prefer_nll: float = 0.0       # plus this times the chosen sides' next-token loss
     prefer_only: bool = False     # or every step the DPO term alone (no text or image batch)
     prefer_real: bool = False     # also the real block over a greedy one-line return (prefer.load)
+    prefer_handlers: int = 0      # and this many real `try` statements over their bodies alone
+                                  # (prefer.handler_pairs, from the training files)
 
 
 # ---- helpers --------------------------------------------------------------------------
@@ -304,17 +306,21 @@ class Trainer:
         self.eval_s = None  # how long one validation pass takes, once one has run
         self.session_eval_s = 0.0  # validation seconds in this session
         self.pairs = None
-        if c.prefer_data:
+        if c.prefer_data or c.prefer_handlers:
             from . import prefer
             if not (c.prefer_every or c.prefer_only):
-                raise ValueError("--prefer-data needs --prefer-every or --prefer-only")
+                raise ValueError("--prefer-data and --prefer-handlers need --prefer-every or "
+                                 "--prefer-only")
             if c.prefer_only and self.world > 1:
                 # the DPO forward goes around the DistributedDataParallel wrapper, whose
                 # all-reduce only a text or image step's forward sets up
                 raise ValueError("--prefer-only trains on one process; use --prefer-every "
                                  "beside the text steps under torchrun")
-            self.pairs = prefer.Pairs(prefer.load(Path(c.prefer_data), c.prefer_real),
-                                      self.tok, c.seq_len)
+            pairs = prefer.load(Path(c.prefer_data), c.prefer_real) if c.prefer_data else []
+            if c.prefer_handlers:
+                pairs += prefer.handler_pairs(texts, c.prefer_handlers,
+                                              random.Random(f"handlers:{c.seed}"))
+            self.pairs = prefer.Pairs(pairs, self.tok, c.seq_len)
         self._resume()
         if self.pairs is not None and self.pairs.ref is None:
             self._prefer_reference()
