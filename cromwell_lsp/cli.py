@@ -281,7 +281,7 @@ EXPORT_RESERVE_MIN = 1.0     # kept back from training for the export (fp32 + in
 _TRAIN_KNOBS = {"steps": int, "batch_size": int, "seq_len": int, "lr": float, "warmup": int,
                 "image_every": int, "eval_every": int, "ckpt_every": int, "seed": int,
                 "max_minutes": float, "jepa_ramp": int, "image_batch": int, "image_side": int,
-                "min_lr": float, "blocks_per_file": int, "source_weights": str,
+                "min_lr": float, "blocks_per_file": int, "source_weights": str, "block_cap": int,
                 "ul_every": int, "ul_weight": float, "ul_batch": int, "ul_tokens": int,
                 "ul_margin": float, "ul_rules": str, "budget_minutes": float, "own_data": str, "own_per_file": int, "own_min_ratio": float,
                 "prefer_data": str, "prefer_every": int, "prefer_batch": int,

@@ -96,8 +96,9 @@ def test_source_weights_repeat_a_sources_files(small_tokenizer):
     assert [p for p, _ in out].count("toolz/c.py") == 2
     assert [p for p, _ in out].count("stdlib/a.py") == 1
     assert weighted(texts, "") == texts
-    for bad in ("algorithms", "algorithms=0", "algorithms=x", "=2", "algorithms=1.5"):
-        with pytest.raises(ValueError, match="NAME=N"):
+    for bad in ("algorithms", "algorithms=0", "algorithms=x", "=2", "algorithms=-1",
+                "algorithms=nan", "algorithms=inf", "algorithms=1e9"):
+        with pytest.raises(ValueError, match="NAME=W"):
             parse_weights(bad)
     with pytest.raises(ValueError, match="nosuch"):
         weighted(texts, "nosuch=2")
@@ -109,6 +110,90 @@ def test_source_weights_repeat_a_sources_files(small_tokenizer):
     after.restore(before.state())
     after._next_file()
     assert sorted(after.order) == list(range(len(out)))  # every weighted copy in the shuffle
+
+
+def test_a_fractional_source_weight_keeps_a_fixed_share_of_its_files():
+    """transformers=0.3 keeps about three files in ten of that source, the same ones on
+    every call (drawn by path, not by the run's seed); 2.5 is every file twice and half of
+    them a third time; other sources are untouched."""
+    from cromwell_lsp.training.train import parse_weights, weighted
+
+    texts = [(f"transformers/m{i}.py", "x = 1\n") for i in range(2000)] + [("stdlib/a.py", "a\n")]
+    assert parse_weights("transformers=0.3, algorithms=4") == {"transformers": 0.3, "algorithms": 4.0}
+    kept = weighted(texts, "transformers=0.3")
+    assert 520 <= len(kept) - 1 <= 680 and kept[-1] == ("stdlib/a.py", "a\n")
+    assert kept == weighted(texts, "transformers=0.3")
+    assert set(kept) <= set(weighted(texts, "transformers=0.6"))  # a larger share holds it
+    more = weighted(texts, "transformers=2.5")
+    counts = [[p for p, _ in more].count(f"transformers/m{i}.py") for i in range(0, 2000, 97)]
+    assert set(counts) <= {2, 3} and 2 in counts and 3 in counts
+
+
+BOILER = ("try:\n    if not is_torch_available():\n        raise Missing()\n"
+          "except Missing:\n    pass\n")
+
+
+def _boiler_files(n):
+    return [(f"transformers/m{i}/__init__.py",
+             f"{BOILER}\n\ndef scale_{i}(x):\n    y = x * {i}\n    return y + 1\n")
+            for i in range(n)]
+
+
+def test_opening_counts_count_the_blocks_sharing_a_header_and_first_line():
+    from cromwell_lsp.training import tasks
+
+    assert tasks.block_opening(BOILER) == "try:\n    if not is_torch_available():"
+    assert tasks.block_opening("if x:\n    y()\n") == "if x:\n    y()"
+    texts = _boiler_files(5)
+    counts = tasks.opening_counts(texts)
+    assert counts == {"try:\n    if not is_torch_available():": 5,
+                      "if not is_torch_available():\n    raise Missing()": 5}  # unique defs: none
+    # a weighted source's file listed twice counts twice
+    assert tasks.opening_counts(texts + texts[:1])["try:\n    if not is_torch_available():"] == 6
+
+
+def test_the_block_cap_draws_a_shared_opening_cap_over_count_of_the_time(small_tokenizer):
+    """block_cap=4 over 40 files that all open the same `try:` block: that block is left in
+    a file's draw about 4 times in 40, a file's own function always; block_cap=0 leaves
+    every block and draws nothing from the stream's RNG (a run without the cap is the
+    same as before it existed)."""
+    from cromwell_lsp.training import tasks
+    from cromwell_lsp.training.data import TextStream
+
+    tok, _ = small_tokenizer
+    texts = _boiler_files(40)
+    counts = tasks.opening_counts(texts)
+    capped = TextStream(texts, tok, seq_len=64, seed=2, block_cap=4, openings=counts)
+    kept = {"boiler": 0, "own": 0}
+    for _ in range(10):
+        for _, text in texts:
+            for code in tasks.block_snippets(text):
+                if capped._keep_block(code):
+                    kept["own" if code.startswith("def") else "boiler"] += 1
+    assert kept["own"] == 400
+    assert 2 * 400 * 4 / 40 * 0.6 <= kept["boiler"] <= 2 * 400 * 4 / 40 * 1.4  # try and its if
+    plain = TextStream(texts, tok, seq_len=64, seed=2, openings=counts)
+    before = plain.rng.getstate()
+    assert all(plain._keep_block(code) for _, t in texts for code in tasks.block_snippets(t))
+    assert plain.rng.getstate() == before
+
+
+def test_a_capped_fractionally_weighted_run_resumes_exactly_and_keeps_its_counts(
+        small_tokenizer, tmp_path, monkeypatch):
+    from cromwell_lsp.training import tasks
+    from cromwell_lsp.training.corpus import read_jsonl
+
+    tok, _ = small_tokenizer
+    straight = _straight_and_resumed(tmp_path, tok, block_cap=1, source_weights="stdlib=0.5",
+                                     image_every=0)
+    assert 0 < len(straight.texts) < len(list(read_jsonl(tok.path.parent / "corpus" / "train.jsonl")))
+    saved = json.loads((tmp_path / "a" / "block-openings.json").read_text())
+    assert saved["counts"] and min(saved["counts"].values()) >= 2
+    # a later run in the folder reads the counts instead of parsing the corpus again
+    monkeypatch.setattr(tasks, "opening_counts", lambda texts: pytest.fail("counted again"))
+    again = Trainer(_config(tmp_path / "a", tok, block_cap=1, source_weights="stdlib=0.5",
+                            image_every=0), log=_quiet)
+    assert again.stream.openings == saved["counts"]
 
 
 def test_warmup_starts_where_a_warm_start_begins():

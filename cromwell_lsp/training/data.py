@@ -29,9 +29,13 @@ BLOCKS_PER_FILE = 6  # block examples (a bare start -> its whole block) drawn fr
 class TextStream:
     def __init__(self, texts: list[tuple[str, str]], tok, seq_len: int, seed: int = 0,
                  rank: int = 0, world: int = 1, blocks_per_file: int = BLOCKS_PER_FILE,
-                 own: list[tuple[str, str]] | None = None, own_per_file: int = 0):
+                 own: list[tuple[str, str]] | None = None, own_per_file: int = 0,
+                 block_cap: int = 0, openings: dict[str, int] | None = None):
         self.texts = texts[rank::world]
         self.blocks_per_file = blocks_per_file
+        # a block whose opening more than block_cap blocks of the corpus share (openings:
+        # tasks.opening_counts) is drawn with probability block_cap / that count
+        self.block_cap, self.openings = block_cap, openings or {}
         # the model's own working completions (owncompletions.py): this many with each file
         self.own, self.own_per_file = own or [], own_per_file if own else 0
         self.tok, self.seq_len = tok, seq_len
@@ -85,12 +89,21 @@ class TextStream:
                 bad = tasks.corrupt(good, self.rng)
                 if bad:
                     ex.append(tasks.repair_example(bad, good))
-        blocks = tasks.block_snippets(text)
+        blocks = [b for b in tasks.block_snippets(text) if self._keep_block(b)]
         for _ in range(min(self.blocks_per_file, len(blocks))):
             ex.append(tasks.block_example(self.rng.choice(blocks), self.rng))
         for _ in range(self.own_per_file):
             ex.append(tasks.start_example("own", *self.rng.choice(self.own)))
         return ex
+
+    def _keep_block(self, code: str) -> bool:
+        """May the block task draw this block of the file?  Yes, but for an opening shared
+        by more than block_cap blocks of the corpus: then with probability block_cap / that
+        count, so an epoch offers about block_cap of such an opening's blocks in all."""
+        if not self.block_cap:
+            return True
+        n = self.openings.get(tasks.block_opening(code), 1)
+        return n <= self.block_cap or self.rng.random() < self.block_cap / n
 
     def next_row(self) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """ids [seq_len + 1] int64, mask [seq_len + 1] float32, tasks present."""

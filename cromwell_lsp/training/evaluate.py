@@ -671,7 +671,7 @@ def run(out: Path, weights: Path, corpus: Path, tokenizer: Path, eval_rows: int 
                        mmap=True)["train_config"]
     c = TrainConfig(**{**saved, "out": str(out), "corpus": str(corpus), "tokenizer": str(tokenizer),
                        "eval_rows": eval_rows, "bpb_bytes": bpb_bytes,
-                       "source_weights": ""})  # the training stream's mixture: not used here,
+                       "source_weights": "", "block_cap": 0})  # the training stream's mixture: not used here,
     # and the evaluation corpus may lack the sources the run weighted
     trainer = Trainer(c, log=lambda m: None)
     report: dict = {"cases": cases, "step": trainer.step, "tokens_seen": trainer.tokens_seen,

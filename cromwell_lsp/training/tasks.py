@@ -219,6 +219,30 @@ def block_snippets(text: str, max_lines: int = 30) -> list[str]:
     return out
 
 
+def block_opening(code: str) -> str:
+    """A block's opening: its first two lines (the header and the first body line, or a
+    decorator and its def), the part a bare start's greedy answer is made of.  Blocks that
+    share one by the hundred are boilerplate (`try:` / `if not is_torch_available():`,
+    `def __init__(self, config):` / `super().__init__()`), which data.TextStream's
+    block cap draws less often."""
+    return "\n".join(code.split("\n", 2)[:2])
+
+
+def opening_counts(texts: list[tuple[str, str]]) -> dict[str, int]:
+    """How many blocks (block_snippets) of the files `texts` ((path, text) pairs; a file
+    listed twice, as a weighted source's are, counts twice) share each opening, for the
+    openings shared by two or more."""
+    copies: dict[str, int] = {}
+    for path, _ in texts:
+        copies[path] = copies.get(path, 0) + 1
+    counts: dict[str, int] = {}
+    for path, text in dict(texts).items():
+        for code in block_snippets(text):
+            key = block_opening(code)
+            counts[key] = counts.get(key, 0) + copies[path]
+    return {k: n for k, n in counts.items() if n > 1}
+
+
 def _drop_docstring(code: str) -> str:
     """The snippet without the docstring of its outer def or class (when it has more)."""
     try:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import collections
 import csv
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -73,7 +74,9 @@ class TrainConfig:
                                   # (across resumes): `steps` cut to what the measured pace
                                   # allows (Trainer._plan)
     blocks_per_file: int = D.BLOCKS_PER_FILE  # bare-start blocks drawn from each file
-    source_weights: str = ""      # "algorithms=4,toolz=2": a source's files this many times an epoch
+    source_weights: str = ""      # "algorithms=4,transformers=0.3": a source's files this many times an epoch
+    block_cap: int = 0            # a block opening shared by more blocks than this is drawn less
+                                  # (data.TextStream._keep_block); 0: every block as it comes
     ul_every: int = 0             # every this many steps, unlikelihood on the model's own loops
     ul_weight: float = 1.0        # (training/unlikelihood.py): its weight beside the LM loss,
     ul_batch: int = 8             # how many bare starts it completes,
@@ -179,23 +182,39 @@ def cosine_progress(step: int, c: TrainConfig, start: int = 0,
     return (step - start - c.warmup) / max(1, c.steps - start - c.warmup)
 
 
-def parse_weights(spec: str) -> dict[str, int]:
-    """"algorithms=4, toolz=2" -> {"algorithms": 4, "toolz": 2}; a clear error otherwise."""
+def parse_weights(spec: str) -> dict[str, float]:
+    """"algorithms=4, transformers=0.3" -> {"algorithms": 4.0, "transformers": 0.3}; a
+    clear error otherwise."""
     weights = {}
     for part in filter(None, (p.strip() for p in spec.split(","))):
         name, eq, value = part.partition("=")
-        if not eq or not name.strip() or not value.strip().isdigit() or int(value) < 1:
-            raise ValueError(f"source weight {part!r}: expected NAME=N with a whole N >= 1 "
-                             f"(NAME is the first folder of the corpus paths, e.g. algorithms=4)")
-        weights[name.strip()] = int(value)
+        try:
+            w = float(value) if eq and name.strip() else 0.0
+        except ValueError:
+            w = 0.0
+        if not 0 < w <= 100 or not math.isfinite(w):
+            raise ValueError(f"source weight {part!r}: expected NAME=W with 0 < W <= 100 (NAME "
+                             f"is the first folder of the corpus paths, e.g. algorithms=4 or "
+                             f"transformers=0.3)")
+        weights[name.strip()] = w
     return weights
+
+
+def _share(path: str) -> float:
+    """A fixed draw in [0, 1) for a corpus path (its hash, not the run's seed): which files
+    of a source a fractional weight keeps, the same in every run and on every rank."""
+    return int.from_bytes(hashlib.sha256(path.encode()).digest()[:8], "big") / 2.0 ** 64
 
 
 def weighted(texts: list[tuple[str, str]], spec: str) -> list[tuple[str, str]]:
     """The training files with each file of a weighted source (the first folder of its
-    corpus path: the package, or "stdlib") repeated its weight's times, so an epoch of the
-    stream visits it that often: a data-mixture weight for a small source of the kind of
-    code users type (short functions and classes) among large libraries."""
+    corpus path: the package, or "stdlib") in the stream its weight's times an epoch: a
+    whole weight repeats each file (a small source of the kind of code users type, short
+    functions and classes, among large libraries), a fraction keeps that share of the
+    source's files (drawn by path, `_share`) one more time, so `transformers=0.3` keeps
+    about three files in ten of a library whose generated-looking boilerplate (lazy
+    imports, `if not is_torch_available():`) a small model otherwise learns as the answer
+    to any bare start."""
     weights = parse_weights(spec)
     if not weights:
         return texts
@@ -204,7 +223,11 @@ def weighted(texts: list[tuple[str, str]], spec: str) -> list[tuple[str, str]]:
     if missing:
         raise ValueError(f"source weights name {', '.join(missing)}, which the corpus does not "
                          f"hold (its sources: {', '.join(sorted(set(sources)))})")
-    return [t for t, src in zip(texts, sources) for _ in range(weights.get(src, 1))]
+    out = []
+    for t, src in zip(texts, sources):
+        w = weights.get(src, 1.0)
+        out += [t] * (int(w) + (_share(t[0]) < w - int(w)))
+    return out
 
 
 def masked_ce(logits, ids, mask):
@@ -295,6 +318,7 @@ class Trainer:
                 raise ValueError(f"{c.own_data}: no completions at ratio >= {c.own_min_ratio}")
         self.stream = D.TextStream(texts, self.tok, c.seq_len, c.seed, self.rank, self.world,
                                    blocks_per_file=c.blocks_per_file, own=own,
+                                   block_cap=c.block_cap, openings=self._openings(texts),
                                    own_per_file=c.own_per_file)
         self.img_rng = random.Random(c.seed + 17 + self.rank)
         self.step = 0
@@ -331,6 +355,27 @@ class Trainer:
         if c.compile:
             self.fwd = torch.compile(self.fwd)
         self.val = self._val_sets()
+
+    def _openings(self, texts: list[tuple[str, str]]) -> dict[str, int]:
+        """The block cap's counts (tasks.opening_counts) over the stream's files, weighted
+        copies included; kept beside the checkpoint (a minute's parsing for the whole
+        corpus), under a key of the files' paths and sizes, so a resumed run reads them."""
+        if not self.c.block_cap:
+            return {}
+        key = hashlib.sha256("\n".join(f"{p}\t{len(t)}" for p, t in texts).encode()).hexdigest()
+        cache = self.out / "block-openings.json"
+        try:
+            saved = json.loads(cache.read_text())
+            if saved["key"] == key:
+                return saved["counts"]
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # none yet, or for other files: counted again
+        counts = tasks.opening_counts(texts)
+        if self.rank == 0:
+            tmp = cache.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"key": key, "counts": counts}))
+            tmp.replace(cache)
+        return counts
 
     # ---- checkpoints --------------------------------------------------------------------
     def _ckpt_path(self) -> Path:
