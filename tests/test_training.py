@@ -194,6 +194,8 @@ def test_a_capped_fractionally_weighted_run_resumes_exactly_and_keeps_its_counts
     again = Trainer(_config(tmp_path / "a", tok, block_cap=1, source_weights="stdlib=0.5",
                             image_every=0), log=_quiet)
     assert again.stream.openings == saved["counts"]
+    with pytest.raises(ValueError, match="--block-cap -1"):
+        Trainer(_config(tmp_path / "c", tok, block_cap=-1), log=_quiet)
 
 
 def test_warmup_starts_where_a_warm_start_begins():

@@ -192,7 +192,7 @@ def parse_weights(spec: str) -> dict[str, float]:
             w = float(value) if eq and name.strip() else 0.0
         except ValueError:
             w = 0.0
-        if not 0 < w <= 100 or not math.isfinite(w):
+        if not 0 < w <= 100:  # nan fails the comparison too
             raise ValueError(f"source weight {part!r}: expected NAME=W with 0 < W <= 100 (NAME "
                              f"is the first folder of the corpus paths, e.g. algorithms=4 or "
                              f"transformers=0.3)")
@@ -287,6 +287,8 @@ class Trainer:
         self.asked_steps = c.steps  # a budgeted run plans at most these
         self.asked_warmup = c.warmup  # and keeps the warmup's share of them
         self.ul_rules = parse_rules(c.ul_rules)  # a misspelt rule fails here, not at step one
+        if c.block_cap < 0:
+            raise ValueError(f"--block-cap {c.block_cap}: expected 0 (off) or a count of blocks")
         self.out = Path(c.out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
