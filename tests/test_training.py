@@ -150,6 +150,7 @@ def test_opening_counts_count_the_blocks_sharing_a_header_and_first_line():
                       "if not is_torch_available():\n    raise Missing()": 5}  # unique defs: none
     # a weighted source's file listed twice counts twice
     assert tasks.opening_counts(texts + texts[:1])["try:\n    if not is_torch_available():"] == 6
+    assert tasks.opening_counts(texts, above=5) == {}
 
 
 def test_the_block_cap_draws_a_shared_opening_cap_over_count_of_the_time(small_tokenizer):
@@ -188,7 +189,7 @@ def test_a_capped_fractionally_weighted_run_resumes_exactly_and_keeps_its_counts
                                      image_every=0)
     assert 0 < len(straight.texts) < len(list(read_jsonl(tok.path.parent / "corpus" / "train.jsonl")))
     saved = json.loads((tmp_path / "a" / "block-openings.json").read_text())
-    assert saved["counts"] and min(saved["counts"].values()) >= 2
+    assert saved["counts"] and min(saved["counts"].values()) >= 2  # over the cap of 1 only
     # a later run in the folder reads the counts instead of parsing the corpus again
     monkeypatch.setattr(tasks, "opening_counts", lambda texts: pytest.fail("counted again"))
     again = Trainer(_config(tmp_path / "a", tok, block_cap=1, source_weights="stdlib=0.5",

@@ -228,10 +228,10 @@ def block_opening(code: str) -> str:
     return "\n".join(code.split("\n", 2)[:2])
 
 
-def opening_counts(texts: list[tuple[str, str]]) -> dict[str, int]:
+def opening_counts(texts: list[tuple[str, str]], above: int = 1) -> dict[str, int]:
     """How many blocks (block_snippets) of the files `texts` ((path, text) pairs; a file
     listed twice, as a weighted source's are, counts twice) share each opening, for the
-    openings shared by two or more."""
+    openings shared by more than `above`."""
     copies: dict[str, int] = {}
     for path, _ in texts:
         copies[path] = copies.get(path, 0) + 1
@@ -240,7 +240,7 @@ def opening_counts(texts: list[tuple[str, str]]) -> dict[str, int]:
         for code in block_snippets(text):
             key = block_opening(code)
             counts[key] = counts.get(key, 0) + copies[path]
-    return {k: n for k, n in counts.items() if n > 1}
+    return {k: n for k, n in counts.items() if n > above}
 
 
 def _drop_docstring(code: str) -> str:
