@@ -9,6 +9,7 @@ import argparse
 import json
 import platform
 import sys
+from pathlib import Path
 
 from . import __version__
 from .features.cli_features import NothingFound
@@ -426,7 +427,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None,
                    help="corpus: a folder; tokenizer: a .json; run/export: the run folder")
     p.add_argument("--corpus", default="runs/corpus", help="corpus folder")
-    p.add_argument("--tokenizer", default="runs/tokenizer.json", help="tokenizer.json")
+    p.add_argument("--tokenizer", default=None,
+                   help="tokenizer.json (default: runs/tokenizer.json; where that is missing, "
+                        "import takes the one beside --weights and every other step the "
+                        "packaged one; a tokenizer other than the checkpoint's is refused)")
     p.add_argument("--config", default="tiny", choices=["tiny", "small", "base"],
                    help="run: model config")
     p.add_argument("--ckpt", default=None, help="export: checkpoint (default OUT/ckpt.pt); "
@@ -486,6 +490,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+RUN_TOKENIZER = Path("runs/tokenizer.json")
+
+
+def _default_tokenizer(what: str, weights: str | None) -> str:
+    """The tokenizer a training step uses when none is named: the run's own
+    (runs/tokenizer.json, which `train tokenizer` and `train all` write); where there is
+    none, the one beside the imported weights or the packaged model's, so the commands in
+    docs/MODEL.md work on a checkout that has the shipped model and no tokenizer build.
+    Every step checks the tokenizer's hash against its checkpoint's, so a wrong fallback
+    is a clear error, not a silent mismatch."""
+    if what in ("tokenizer", "all", "corpus") or RUN_TOKENIZER.exists():
+        return str(RUN_TOKENIZER)
+    if what == "import" and weights and (Path(weights).parent / "tokenizer.json").exists():
+        return str(Path(weights).parent / "tokenizer.json")
+    from .model import DEFAULT_WEIGHTS
+
+    packaged = DEFAULT_WEIGHTS.parent / "tokenizer.json"
+    print(f"cromwell: no {RUN_TOKENIZER}; using {packaged}", file=sys.stderr)
+    return str(packaged)
+
+
 def _model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, metavar="PATH",
                    help="a .safetensors model with its tokenizer.json beside it "
@@ -499,6 +524,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.func is _cmd_train and args.out is None:
         args.out = {"corpus": "runs/corpus", "tokenizer": "runs/tokenizer.json"}.get(
             args.what, f"runs/{getattr(args, 'config', 'tiny')}")
+    if args.func is _cmd_train and args.tokenizer is None:
+        args.tokenizer = _default_tokenizer(args.what, args.weights)
     try:
         return args.func(args)
     except ValueError as exc:

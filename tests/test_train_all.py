@@ -74,3 +74,29 @@ def test_trial_sizes_below_one_are_a_clear_error(tmp_path, capsys, flag):
                      str(tmp_path / "corpus"), flag, "0"]) == 2
     assert f"{flag} must be 1 or more" in capsys.readouterr().err
     assert not (tmp_path / "corpus").exists()
+
+
+def test_import_and_export_find_the_shipped_tokenizer_without_a_tokenizer_build(
+        tmp_path, monkeypatch, capsys):
+    """The MODEL.md recipes start from the shipped model; on a checkout with no
+    runs/tokenizer.json, `train import` takes the tokenizer beside the weights and
+    `train export` the packaged one (saying so), and the export's model is the import's."""
+    from cromwell_lsp import cli
+    from cromwell_lsp.model import DEFAULT_WEIGHTS
+
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["train", "import", "--weights", str(DEFAULT_WEIGHTS),
+                     "--out", "runs/warm"]) == 0
+    imported = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert imported["rel_err"] < 0.05 and imported["step"] > 0
+    assert cli.main(["train", "export", "--out", "runs/warm", "--to", "runs/warm/export",
+                     "--int8-only"]) == 0
+    captured = capsys.readouterr()
+    assert "no runs/tokenizer.json; using" in captured.err
+    assert json.loads(captured.out.strip().splitlines()[-1])["int8_rel_err"] < 0.05
+    packaged = Tokenizer(DEFAULT_WEIGHTS.parent / "tokenizer.json")
+    assert Tokenizer(tmp_path / "runs/warm/export/tokenizer.json").sha256 == packaged.sha256
+    model = CromwellVLJEPA.load(tmp_path / "runs/warm/export/model-int8.safetensors")
+    shipped = CromwellVLJEPA.load(DEFAULT_WEIGHTS)
+    assert model.generate("def add(a, b):\n", max_tokens=8) == \
+        shipped.generate("def add(a, b):\n", max_tokens=8)
