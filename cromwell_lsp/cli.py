@@ -494,13 +494,14 @@ RUN_TOKENIZER = Path("runs/tokenizer.json")
 
 
 def _default_tokenizer(what: str, weights: str | None) -> str:
-    """The tokenizer a training step uses when none is named: the run's own
+    """The tokenizer a training step uses when none is named (own and starts read the
+    one beside their --weights and take none): the run's own
     (runs/tokenizer.json, which `train tokenizer` and `train all` write); where there is
     none, the one beside the imported weights or the packaged model's, so the commands in
     docs/MODEL.md work on a checkout that has the shipped model and no tokenizer build.
     Every step checks the tokenizer's hash against its checkpoint's, so a wrong fallback
     is a clear error, not a silent mismatch."""
-    if what in ("tokenizer", "all", "corpus") or RUN_TOKENIZER.exists():
+    if what in ("tokenizer", "all", "corpus", "own", "starts") or RUN_TOKENIZER.exists():
         return str(RUN_TOKENIZER)
     if what == "import" and weights and (Path(weights).parent / "tokenizer.json").exists():
         return str(Path(weights).parent / "tokenizer.json")
