@@ -191,7 +191,7 @@ def test_a_capped_fractionally_weighted_run_resumes_exactly_and_keeps_its_counts
     saved = json.loads((tmp_path / "a" / "block-openings.json").read_text())
     assert saved["counts"] and min(saved["counts"].values()) >= 2  # over the cap of 1 only
     # a later run in the folder reads the counts instead of parsing the corpus again
-    monkeypatch.setattr(tasks, "opening_counts", lambda texts: pytest.fail("counted again"))
+    monkeypatch.setattr(tasks, "opening_counts", lambda *a, **k: pytest.fail("counted again"))
     again = Trainer(_config(tmp_path / "a", tok, block_cap=1, source_weights="stdlib=0.5",
                             image_every=0), log=_quiet)
     assert again.stream.openings == saved["counts"]
