@@ -160,6 +160,20 @@ def _cmd_train(args) -> int:
                                         mid_line=args.midline)
         print(json.dumps(report, indent=None if args.json else 2))
         return 0
+    if args.what == "humaneval":
+        from .training import humaneval
+
+        from .model import DEFAULT_WEIGHTS
+
+        weights = Path(args.weights) if args.weights else DEFAULT_WEIGHTS
+        if args.out is not None and not args.out.endswith(".json"):
+            raise ValueError("train humaneval --out takes a FILE.json (each problem's "
+                             "completion and result)")
+        report = humaneval.report(weights, Path(args.out) if args.out else None,
+                                  editor=args.editor, workers=args.workers,
+                                  limit=args.starts, log=log)
+        print(json.dumps(report, indent=None if args.json else 2))
+        return 0
     if args.what == "import":
         from .training.export import import_weights
 
@@ -418,12 +432,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="build the corpus, the tokenizer, train and export")
     p.add_argument("what", choices=["corpus", "tokenizer", "run", "align", "metric", "export",
-                                    "eval", "all", "import", "own", "starts"],
+                                    "eval", "all", "import", "own", "starts", "humaneval"],
                    help="which step (all: every step in order, skipping finished ones; "
                         "import: an exported model -> OUT/ckpt.pt to train on from; "
                         "metric: set an aligned checkpoint's retrieval metric; "
                         "own: the model's working completions of training starts, to train on; "
-                        "starts: greedy completions of all held-out block starts, counted)")
+                        "starts: greedy completions of all held-out block starts, counted; "
+                        "humaneval: greedy pass@1 on HumanEval's 164 problems, run in "
+                        "throwaway processes)")
     p.add_argument("--out", default=None,
                    help="corpus: a folder; tokenizer: a .json; run/export: the run folder")
     p.add_argument("--corpus", default="runs/corpus", help="corpus folder")
@@ -501,7 +517,7 @@ def _default_tokenizer(what: str, weights: str | None) -> str:
     docs/MODEL.md work on a checkout that has the shipped model and no tokenizer build.
     Every step checks the tokenizer's hash against its checkpoint's, so a wrong fallback
     is a clear error, not a silent mismatch."""
-    if what in ("tokenizer", "all", "corpus", "own", "starts") or RUN_TOKENIZER.exists():
+    if what in ("tokenizer", "all", "corpus", "own", "starts", "humaneval") or RUN_TOKENIZER.exists():
         return str(RUN_TOKENIZER)
     if what == "import" and weights and (Path(weights).parent / "tokenizer.json").exists():
         return str(Path(weights).parent / "tokenizer.json")
@@ -523,7 +539,8 @@ def _model_options(p: argparse.ArgumentParser) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.func is _cmd_train and args.out is None:
-        args.out = {"corpus": "runs/corpus", "tokenizer": "runs/tokenizer.json"}.get(
+        args.out = {"corpus": "runs/corpus", "tokenizer": "runs/tokenizer.json",
+                    "humaneval": None}.get(
             args.what, f"runs/{getattr(args, 'config', 'tiny')}")
     if args.func is _cmd_train and args.tokenizer is None:
         args.tokenizer = _default_tokenizer(args.what, args.weights)
