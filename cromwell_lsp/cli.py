@@ -161,11 +161,14 @@ def _cmd_train(args) -> int:
         print(json.dumps(report, indent=None if args.json else 2))
         return 0
     if args.what == "humaneval":
+        from .model import DEFAULT_WEIGHTS
         from .training import humaneval
 
-        from .model import DEFAULT_WEIGHTS
-
         weights = Path(args.weights) if args.weights else DEFAULT_WEIGHTS
+        if not weights.is_file():
+            raise ValueError(f"train humaneval: no weights file {weights}")
+        if args.starts is not None and args.starts < 1:
+            raise ValueError(f"--starts must be 1 or more, not {args.starts}")
         if args.out is not None and not args.out.endswith(".json"):
             raise ValueError("train humaneval --out takes a FILE.json (each problem's "
                              "completion and result)")
@@ -456,7 +459,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ship", action="store_true",
                    help="all: also put the int8 model in the package (--to)")
     p.add_argument("--weights", default=None, help="eval: the engine's weights (default "
-                   "OUT/export/model-int8.safetensors); import: the model to import")
+                   "OUT/export/model-int8.safetensors); import: the model to import; "
+                   "humaneval: the model to judge (default: the packaged one)")
     p.add_argument("--compile", action="store_true", default=None, help="run: torch.compile")
     for knob, kind in _TRAIN_KNOBS.items():
         if knob == "budget_minutes":
@@ -470,15 +474,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="align: first steps that train reading alone, on strips of text")
     p.add_argument("--starts", type=int, default=None,
                    help="own: bare starts to complete (default 2000); starts: held-out "
-                        "starts to complete at most (default 10000, all of them here)")
+                        "starts to complete at most (default 10000, all of them here); "
+                        "humaneval: the first N problems only")
     p.add_argument("--against", default=None,
                    help="starts: another model's completions file, for paired counts")
     p.add_argument("--guard", action="store_true",
                    help="starts: decode under the server's syntax guard (features/syntaxguard); "
                         "without it, the model's raw greedy completions")
     p.add_argument("--editor", action="store_true",
-                   help="starts: judge what the server inserts in the editor (guard on, "
-                        "stopped at a loop, finished as the server finishes completions)")
+                   help="starts, humaneval: judge what the server inserts in the editor (guard "
+                        "on, stopped at a loop, finished as the server finishes completions)")
     p.add_argument("--midline", action="store_true",
                    help="starts: each start cut inside its header's line (after its first "
                         "`(`, else after its colon), as if typed half-way; with --editor, "
@@ -491,7 +496,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=0.8, help="own: sampling temperature")
     p.add_argument("--workers", type=int, default=None,
                    help="own: processes (default 2); corpus, all: processes for the per-file "
-                        "work; starts, eval, all: processes completing the starts "
+                        "work; starts, eval, all, humaneval: processes completing the starts "
                         "(default: one per core)")
     p.add_argument("--cache", default=None, help="folder for downloaded wheels")
     p.add_argument("--stdlib-only", action="store_true", help="corpus from the standard library only")
@@ -510,8 +515,8 @@ RUN_TOKENIZER = Path("runs/tokenizer.json")
 
 
 def _default_tokenizer(what: str, weights: str | None) -> str:
-    """The tokenizer a training step uses when none is named (own and starts read the
-    one beside their --weights and take none): the run's own
+    """The tokenizer a training step uses when none is named (own, starts and humaneval
+    read the one beside their --weights and take none): the run's own
     (runs/tokenizer.json, which `train tokenizer` and `train all` write); where there is
     none, the one beside the imported weights or the packaged model's, so the commands in
     docs/MODEL.md work on a checkout that has the shipped model and no tokenizer build.

@@ -4,6 +4,8 @@ run through it and land in the report."""
 import json
 import os
 import tempfile
+import time
+from pathlib import Path
 
 import pytest
 
@@ -50,6 +52,31 @@ def test_an_endless_loop_times_out(problems):
     assert r == {"passed": False, "result": "timeout"}
 
 
+def test_a_timeout_ends_what_the_program_started(problems, tmp_path):
+    """A program that starts another process and then runs into the timeout: the
+    timeout ends that process too (the program's whole session)."""
+    pid_file = tmp_path / "pid"
+    body = ("    import subprocess, sys\n"
+            "    p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'],\n"
+            "                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
+            f"    open({str(pid_file)!r}, 'w').write(str(p.pid))\n"
+            "    while True:\n"
+            "        pass\n")
+    r = humaneval.run_tests(problems[0], body, timeout=2.0)
+    assert r == {"passed": False, "result": "timeout"}
+    pid = int(pid_file.read_text())
+    for _ in range(50):  # killed: gone, or a zombie until its new parent reaps it
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            break
+        if state in ("Z", "X"):
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError(f"process {pid} still running: {state}")
+
+
 def test_a_huge_allocation_fails_inside_its_process(problems):
     r = humaneval.run_tests(problems[0], "    x = bytearray(8 << 30)\n    return True\n")
     assert not r["passed"] and humaneval.failure_kind(r["result"]) == "MemoryError"
@@ -85,7 +112,11 @@ def test_the_shipped_model_through_the_harness(tmp_path, capsys):
         assert c["passed"] == (c["result"] == "passed")
 
 
-def test_out_must_be_a_json_file(tmp_path, capsys):
+def test_bad_arguments_are_clear_errors(tmp_path, capsys):
     assert cli.main(["train", "humaneval", "--starts", "1", "--out",
                      str(tmp_path / "he.txt")]) == 2
     assert "FILE.json" in capsys.readouterr().err
+    assert cli.main(["train", "humaneval", "--weights", str(tmp_path / "none.safetensors")]) == 2
+    assert "no weights file" in capsys.readouterr().err
+    assert cli.main(["train", "humaneval", "--starts", "0"]) == 2
+    assert "1 or more" in capsys.readouterr().err

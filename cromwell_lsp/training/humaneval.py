@@ -50,35 +50,54 @@ def program(problem: dict, completion: str) -> str:
             + f"check({problem['entry_point']})\n")
 
 
-def _limits() -> None:  # pragma: no cover - runs in the child before exec
-    import resource
-
-    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_BYTES, MEMORY_BYTES))
-    cpu = int(TIMEOUT_S) + 1
-    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    os.setsid()
+# The child sets its own limits before it runs the program: a preexec_fn is not safe in a
+# process with threads (check_all runs the tests from a thread pool).
+_BOOT = (
+    "import resource, runpy, sys\n"
+    "mem, cpu = int(sys.argv[2]), int(sys.argv[3])\n"
+    "resource.setrlimit(resource.RLIMIT_AS, (mem, mem))\n"
+    "resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))\n"
+    "resource.setrlimit(resource.RLIMIT_CORE, (0, 0))\n"
+    "sys.argv = sys.argv[1:2]\n"
+    "runpy.run_path(sys.argv[0], run_name='__main__')\n"
+)
 
 
 def run_tests(problem: dict, completion: str, timeout: float = TIMEOUT_S) -> dict:
     """{"passed": bool, "result": "passed" | "timeout" | the last line of the error}
-    for one completion, run in a fresh isolated interpreter in a throwaway folder."""
+    for one completion, run in a fresh isolated interpreter in a throwaway folder, in a
+    session of its own so that a timeout ends whatever it started."""
     with tempfile.TemporaryDirectory(prefix="cromwell-humaneval-") as tmp:
         path = Path(tmp) / "program.py"
         path.write_text(program(problem, completion), encoding="utf-8")
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": tmp,
                "PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": "0"}
+        cmd = [sys.executable, "-I", "-c", _BOOT, str(path), str(MEMORY_BYTES),
+               str(int(timeout) + 1)]
+        proc = subprocess.Popen(cmd, cwd=tmp, env=env, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
         try:
-            proc = subprocess.run([sys.executable, "-I", str(path)], cwd=tmp, env=env,
-                                  stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                                  timeout=timeout, preexec_fn=_limits)
+            _, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
+            # the program, and anything it started that still holds its output open
+            _kill_group(proc)
             return {"passed": False, "result": "timeout"}
     if proc.returncode == 0:
         return {"passed": True, "result": "passed"}
-    lines = [l for l in proc.stderr.strip().splitlines() if l.strip()]
+    lines = [l for l in err.strip().splitlines() if l.strip()]
     return {"passed": False,
             "result": (lines[-1] if lines else f"exit status {proc.returncode}")[:200]}
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    import signal
+
+    try:  # the child is not reaped yet, so its group is still its own
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.communicate()
 
 
 def check_all(rows: list[tuple[dict, str]], workers: int | None = None) -> list[dict]:
