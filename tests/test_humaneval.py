@@ -47,6 +47,12 @@ def test_syntax_errors_and_missing_names_are_named(problems):
     assert not r["passed"] and humaneval.failure_kind(r["result"]) == "NameError"
 
 
+def test_output_that_is_not_utf8_is_read_not_fatal(problems):
+    body = "    import sys\n    sys.stderr.buffer.write(b'\\xff\\xfe bad bytes\\n')\n    return 1 / 0\n"
+    r = humaneval.run_tests(problems[0], body)
+    assert not r["passed"] and humaneval.failure_kind(r["result"]) == "ZeroDivisionError"
+
+
 def test_an_endless_loop_times_out(problems):
     r = humaneval.run_tests(problems[0], "    while True:\n        pass\n", timeout=1.0)
     assert r == {"passed": False, "result": "timeout"}

@@ -31,7 +31,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-TIMEOUT_S = 10.0         # wall clock for one problem's tests (the slowest canonical: ~1 s)
+TIMEOUT_S = 10.0         # wall clock for one problem's tests
 MEMORY_BYTES = 1 << 30   # address space for one problem's process
 MAX_TOKENS = 256         # per completion (within half the model's context)
 
@@ -76,7 +76,7 @@ def run_tests(problem: dict, completion: str, timeout: float = TIMEOUT_S) -> dic
                str(int(timeout) + 1)]
         proc = subprocess.Popen(cmd, cwd=tmp, env=env, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                start_new_session=True)
+                                errors="replace", start_new_session=True)
         try:
             _, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
