@@ -90,8 +90,7 @@ def test_a_huge_allocation_fails_inside_its_process(problems):
 
 def test_a_program_writes_only_in_its_throwaway_folder(problems, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    body = ("    import os\n    open('written.txt', 'w').write(os.getcwd())\n"
-            "    return " + repr(False) + "\n")
+    body = "    import os\n    open('written.txt', 'w').write(os.getcwd())\n    return False\n"
     humaneval.run_tests(problems[0], body)
     assert list(tmp_path.iterdir()) == []
     leftovers = [n for n in os.listdir(tempfile.gettempdir())

@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -101,9 +102,11 @@ def _kill_group(proc: subprocess.Popen) -> None:
 
 
 def check_all(rows: list[tuple[dict, str]], workers: int | None = None) -> list[dict]:
-    """run_tests for each (problem, completion), several processes at a time."""
-    n = workers or os.cpu_count() or 1
-    with ThreadPoolExecutor(max(1, n)) as pool:  # each test is its own process
+    """run_tests for each (problem, completion), `workers` processes at a time (default:
+    one per core this process may run on)."""
+    from .corpus import worker_count
+
+    with ThreadPoolExecutor(worker_count(workers)) as pool:  # each test is its own process
         return list(pool.map(lambda pc: run_tests(*pc), rows))
 
 
@@ -133,16 +136,13 @@ def report(weights: Path, out: Path | None = None, editor: bool = False,
     gen_s = time.perf_counter() - t0
     results = check_all([(p, r["completion"]) for p, r in zip(chosen, rows)], workers)
     canonical = check_all([(p, p["canonical_solution"]) for p in chosen], workers)
-    kinds: dict[str, int] = {}
-    for r in results:
-        k = failure_kind(r["result"])
-        kinds[k] = kinds.get(k, 0) + 1
+    kinds = Counter(failure_kind(r["result"]) for r in results)
     passed = sum(r["passed"] for r in results)
     rep = {"weights": str(weights), "view": "editor" if editor else "model alone",
            "problems": len(chosen), "passed": passed,
            "pass_at_1": round(passed / len(chosen), 4),
            "parse": sum(r["parses"] for r in rows),
-           "results": dict(sorted(kinds.items(), key=lambda kv: -kv[1])),
+           "results": dict(kinds.most_common()),
            "canonical_passed": sum(r["passed"] for r in canonical),
            "passed_tasks": [p["task_id"] for p, r in zip(chosen, results) if r["passed"]],
            "max_tokens": max_tokens,
