@@ -194,7 +194,8 @@ def _cmd_train(args) -> int:
                              "--out FILE.jsonl")
         print(json.dumps(owncompletions.build(
             Path(args.weights), Path(args.corpus), Path(args.out), args.starts or 2000, args.samples,
-            args.temperature, seed=args.seed or 0, workers=args.workers or 2, log=log)))
+            args.temperature, seed=args.seed or 0, workers=args.workers or 2, log=log,
+            kinds=_kinds(args.kinds))))
         return 0
     if args.what == "align":
         from .training.align import AlignConfig, run as align_run
@@ -216,6 +217,20 @@ def _cmd_train(args) -> int:
     if args.what == "all":
         return _train_all(args, log)
     raise SystemExit(f"unknown training step {args.what!r}")
+
+
+BLOCK_KINDS = frozenset({"def", "async", "class", "for", "while", "with", "if", "try"})
+
+
+def _kinds(text: str | None) -> frozenset[str] | None:
+    """`--kinds class,try` as a set of statement words; a clear error for any other word."""
+    if text is None:
+        return None
+    kinds = frozenset(k.strip() for k in text.split(",") if k.strip())
+    if not kinds or kinds - BLOCK_KINDS:
+        raise ValueError(f"--kinds takes block statements from {', '.join(sorted(BLOCK_KINDS))}; "
+                         f"got {text!r}")
+    return kinds
 
 
 def _build_corpus(args, out, log) -> dict:
@@ -494,6 +509,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=int, default=6,
                    help="own: sampled completions of each start, beside the greedy one")
     p.add_argument("--temperature", type=float, default=0.8, help="own: sampling temperature")
+    p.add_argument("--kinds", default=None,
+                   help="own: starts of these statements only, comma-separated (class,try; "
+                        "default: every kind of block)")
     p.add_argument("--workers", type=int, default=None,
                    help="own: processes (default 2); corpus, all: processes for the per-file "
                         "work; starts, eval, all, humaneval: processes completing the starts "

@@ -8,6 +8,7 @@ import random
 import pytest
 
 from cromwell_lsp.training import owncompletions as O
+from cromwell_lsp.training import tasks
 from cromwell_lsp.training.corpus import read_jsonl
 
 
@@ -70,6 +71,28 @@ def test_cuts_are_bare_starts_and_the_real_rest_of_training_blocks():
     # the same draws as the unlikelihood steps' starts, from the same seed
     from cromwell_lsp.training import unlikelihood as U
     assert U.draw_starts(texts, random.Random(0), 12) == [s for _, s, _ in cuts]
+
+
+def test_kinds_draws_only_blocks_of_those_statements():
+    texts = [("x.py", "@dataclass\nclass P:\n    x: int\n    y: int\n\n\n"
+                      "def f(a):\n    b = a + 1\n    return b\n\n\n"
+                      "try:\n    import numpy\nexcept ImportError:\n    numpy = None\n")]
+    assert [O.block_kind(b) for b in tasks.block_snippets(texts[0][1])] == ["class", "def", "try"]
+    for kinds in ({"class"}, {"try"}, {"class", "def"}):
+        cuts = O.draw_cuts(texts, random.Random(1), 20, kinds=frozenset(kinds))
+        assert len(cuts) == 20
+        assert {O.block_kind(start + rest) for _, start, rest in cuts} == kinds
+    # a file with no block of the kind asked gives nothing, and says so by its length
+    assert O.draw_cuts(texts, random.Random(1), 5, kinds=frozenset({"while"})) == []
+
+
+def test_kinds_option_is_checked():
+    from cromwell_lsp.cli import _kinds
+
+    assert _kinds(None) is None and _kinds("class, try") == {"class", "try"}
+    for bad in ("", "klass", "class,elif"):
+        with pytest.raises(ValueError, match="--kinds takes block statements"):
+            _kinds(bad)
 
 
 def test_the_packaged_model_completes_training_starts_through_the_engine(small_tokenizer,

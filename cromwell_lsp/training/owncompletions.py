@@ -18,6 +18,7 @@ from __future__ import annotations
 import difflib
 import json
 import random
+import re
 import time
 from pathlib import Path
 
@@ -25,16 +26,30 @@ from . import tasks
 from .evaluate import cut_at_block_end, judged, misaligned_after, server_prompt, useful
 
 
+def block_kind(block: str) -> str:
+    """The statement a block is: its first word after any decorators (`def`, `async`,
+    `class`, `for`, `while`, `with`, `if`, `try`)."""
+    for line in block.splitlines():
+        word = re.match(r"[A-Za-z_]*", line.lstrip()).group()
+        if word and not line.lstrip().startswith("@"):
+            return word
+    return ""
+
+
 def draw_cuts(texts: list[tuple[str, str]], rng: random.Random, n: int,
-              tries: int = 0) -> list[tuple[str, str, str]]:
+              tries: int = 0, kinds: frozenset[str] | None = None) -> list[tuple[str, str, str]]:
     """Up to n (path, start, rest): a block of a random training file, its docstring
-    dropped, cut as block_example cuts it (tasks.block_cut)."""
+    dropped, cut as block_example cuts it (tasks.block_cut).  `kinds`: only blocks of
+    those statements (block_kind), for a round aimed at the starts the model fails most
+    (a class body that runs past the token budget)."""
     out = []
     for _ in range(tries or 20 * n):
         if len(out) == n:
             break
         path, text = rng.choice(texts)
         blocks = tasks.block_snippets(text)
+        if kinds is not None:
+            blocks = [b for b in blocks if block_kind(b) in kinds]
         if blocks:
             start, rest = tasks.block_cut(tasks._drop_docstring(rng.choice(blocks)), rng)
             out.append((path, start, rest))
@@ -108,17 +123,18 @@ def _worker(job) -> list[dict]:
 
 def build(weights: Path, corpus: Path, out: Path, n: int, samples: int = 6,
           temperature: float = 0.8, top_p: float = 0.95, seed: int = 0, workers: int = 2,
-          log=print) -> dict:
+          log=print, kinds: frozenset[str] | None = None) -> dict:
     """Complete n bare starts from corpus/train.jsonl; write the working completions to
     `out` (JSON lines: path, start, completion, ratio, and for preference pairs
     (prefer.py) the greedy completion as decoded with whether it works, and the file's
-    real block after the start) and return the counts."""
+    real block after the start) and return the counts.  `kinds`: starts of those
+    statements only (draw_cuts)."""
     from concurrent.futures import ProcessPoolExecutor
 
     from .corpus import read_jsonl
 
     texts = [(r["path"], r["text"]) for r in read_jsonl(corpus / "train.jsonl")]
-    cuts = draw_cuts(texts, random.Random(seed), n)
+    cuts = draw_cuts(texts, random.Random(seed), n, kinds=kinds)
     workers = max(1, min(workers, len(cuts)))
     size = -(-len(cuts) // workers) if cuts else 1
     jobs = [(str(weights), cuts[i:i + size], samples, temperature, top_p, seed * 100003 + i)
