@@ -665,6 +665,27 @@ def test_a_completion_that_does_nothing_is_trivial(completion, expected):
     assert evaluate.trivial(completion) is expected
 
 
+def test_starts_are_counted_by_the_statement_they_open():
+    from cromwell_lsp.training import evaluate
+
+    assert [evaluate.start_kind(s) for s in (
+        "class Stack:\n    ", "import os\n\n\n@cache\ndef f(x):\n    ", "for i in range(",
+        "    async def run(self):\n        ", "try:\n    ", "x = 1\n", "")] == \
+        ["class", "def", "for", "async", "try", "other", "other"]
+    good = {"completion": "return 1\n", "parses": True, "loops": False, "trivial": False,
+            "misaligned": False}
+    bad = {**good, "parses": False}
+    comps = [{**good, "start": "class A:\n    "}, {**bad, "start": "class B:\n    "},
+             {**good, "start": "def f():\n    "}]
+    other = [{**bad, "start": "class A:\n    "}, {**good, "start": "class B:\n    "},
+             {**good, "start": "def f():\n    "}]
+    assert evaluate.by_kind(comps) == {"class": {"starts": 2, "useful": 1},
+                                       "def": {"starts": 1, "useful": 1}}
+    assert evaluate.by_kind(comps, other) == {
+        "class": {"starts": 2, "useful": 1, "useful_only_this": 1, "useful_only_other": 1},
+        "def": {"starts": 1, "useful": 1, "useful_only_this": 0, "useful_only_other": 0}}
+
+
 def test_train_starts_completes_and_pairs_held_out_starts(small_tokenizer, tmp_path, capsys):
     """`cromwell train starts`: the packaged model's greedy completions of the held-out
     block starts, written out (with the text as decoded) and counted; a second call against the first file pairs
@@ -687,6 +708,9 @@ def test_train_starts_completes_and_pairs_held_out_starts(small_tokenizer, tmp_p
     assert report["all"] == evaluate.tally(comps) and report["all"]["starts"] == 6
     assert near == evaluate.closeness(comps, evaluate.real_rests(corpus))
     assert report["first_3000"] == report["all"]
+    kinds = report.pop("by_kind")
+    assert kinds == evaluate.by_kind(comps) and sum(k["starts"] for k in kinds.values()) == 6
+    assert sum(k["useful"] for k in kinds.values()) == report["all"]["useful"]
     # the real blocks: each start's rest is its block's; a completion equal to it scores 1
     rests = evaluate.real_rests(corpus)
     assert set(evaluate.wide_starts(corpus, 10_000)) == set(rests)
@@ -709,6 +733,8 @@ def test_train_starts_completes_and_pairs_held_out_starts(small_tokenizer, tmp_p
     assert [c["completion"] for c in json.loads(second.read_text())] == \
         [c["completion"] for c in comps]
     assert again["paired"]["useful_only_this"] == again["paired"]["useful_only_other"] == 0
+    assert all(k["useful_only_this"] == k["useful_only_other"] == 0
+               for k in again["by_kind"].values())
     # other starts cannot be paired; a missing --out file name is a clear error
     assert cli.main(["train", "starts", "--weights", str(weights), "--corpus", str(corpus),
                      "--out", str(second), "--starts", "5", "--against", str(first)]) == 2

@@ -441,6 +441,31 @@ def tally(comps: list[dict]) -> dict:
             "failures": {f: why.count(f) for f in FAILURES}}
 
 
+START_KINDS = ("def", "async", "class", "for", "while", "with", "if", "try")
+
+
+def start_kind(start: str) -> str:
+    """The statement a start opens: the first word of its last line that is not blank
+    (`class Stack:` -> class, a decorated def -> def), or `other`."""
+    last = next((l for l in reversed(start.split("\n")) if l.strip()), "")
+    word = re.match(r"[A-Za-z_]*", last.lstrip()).group()
+    return word if word in START_KINDS else "other"
+
+
+def by_kind(comps: list[dict], other: list[dict] | None = None) -> dict:
+    """Starts and useful completions for each kind of start (start_kind), with the paired
+    counts against `other` (the same starts) when given: which kinds a model gains on."""
+    out: dict[str, dict] = {}
+    for i, c in enumerate(comps):
+        row = out.setdefault(start_kind(c["start"]), {"starts": 0, "useful": 0})
+        row["starts"] += 1
+        row["useful"] += useful(c)
+        if other is not None:
+            row["useful_only_this"] = row.get("useful_only_this", 0) + (useful(c) and not useful(other[i]))
+            row["useful_only_other"] = row.get("useful_only_other", 0) + (useful(other[i]) and not useful(c))
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]["starts"]))
+
+
 def paired(comps: list[dict], other: list[dict]) -> dict:
     """Start by start, how many completions are useful only in `comps` and only in
     `other` (the same starts, in the same order), and McNemar's z of the difference."""
@@ -486,9 +511,10 @@ def starts_report(weights: Path, corpus: Path, out: Path, n: int = 10_000,
         report["mid_line"] = True
         report["all"]["with_body"] = sum(any(line.strip() for line in c["completion"].split("\n")[1:])
                                          for c in comps)
-    if against is not None:
-        report["paired"] = {"against": str(against),
-                            **paired(comps, json.loads(against.read_text()))}
+    other = json.loads(against.read_text()) if against is not None else None
+    if other is not None:
+        report["paired"] = {"against": str(against), **paired(comps, other)}
+    report["by_kind"] = by_kind(comps, other)
     return report
 
 
