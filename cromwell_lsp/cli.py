@@ -219,16 +219,16 @@ def _cmd_train(args) -> int:
     raise SystemExit(f"unknown training step {args.what!r}")
 
 
-BLOCK_KINDS = frozenset({"def", "async", "class", "for", "while", "with", "if", "try"})
-
-
 def _kinds(text: str | None) -> frozenset[str] | None:
-    """`--kinds class,try` as a set of statement words; a clear error for any other word."""
+    """`--kinds class,try` as a set of statement words (those evaluate.start_kind counts
+    by); a clear error for any other word."""
+    from .training.evaluate import START_KINDS
+
     if text is None:
         return None
     kinds = frozenset(k.strip() for k in text.split(",") if k.strip())
-    if not kinds or kinds - BLOCK_KINDS:
-        raise ValueError(f"--kinds takes block statements from {', '.join(sorted(BLOCK_KINDS))}; "
+    if not kinds or kinds - set(START_KINDS):
+        raise ValueError(f"--kinds takes block statements from {', '.join(sorted(START_KINDS))}; "
                          f"got {text!r}")
     return kinds
 

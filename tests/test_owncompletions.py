@@ -73,7 +73,7 @@ def test_cuts_are_bare_starts_and_the_real_rest_of_training_blocks():
     assert U.draw_starts(texts, random.Random(0), 12) == [s for _, s, _ in cuts]
 
 
-def test_kinds_draws_only_blocks_of_those_statements():
+def test_kinds_draws_only_blocks_of_those_statements(tmp_path):
     texts = [("x.py", "@dataclass\nclass P:\n    x: int\n    y: int\n\n\n"
                       "def f(a):\n    b = a + 1\n    return b\n\n\n"
                       "try:\n    import numpy\nexcept ImportError:\n    numpy = None\n")]
@@ -82,8 +82,15 @@ def test_kinds_draws_only_blocks_of_those_statements():
         cuts = O.draw_cuts(texts, random.Random(1), 20, kinds=frozenset(kinds))
         assert len(cuts) == 20
         assert {O.block_kind(start + rest) for _, start, rest in cuts} == kinds
-    # a file with no block of the kind asked gives nothing, and says so by its length
+    # a file with no block of the kind asked gives nothing, and `train own` says so
     assert O.draw_cuts(texts, random.Random(1), 5, kinds=frozenset({"while"})) == []
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "train.jsonl").write_text(json.dumps({"path": "x.py", "text": texts[0][1]}) + "\n")
+    with pytest.raises(ValueError, match="no block of while in"):
+        O.build(tmp_path / "none.safetensors", corpus, tmp_path / "own.jsonl", 5,
+                kinds=frozenset({"while"}))
+    assert not (tmp_path / "own.jsonl").exists()
 
 
 def test_kinds_option_is_checked():

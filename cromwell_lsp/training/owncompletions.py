@@ -135,6 +135,9 @@ def build(weights: Path, corpus: Path, out: Path, n: int, samples: int = 6,
 
     texts = [(r["path"], r["text"]) for r in read_jsonl(corpus / "train.jsonl")]
     cuts = draw_cuts(texts, random.Random(seed), n, kinds=kinds)
+    if not cuts:
+        raise ValueError(f"no block of {', '.join(sorted(kinds or ())) or 'any kind'} in "
+                         f"{corpus / 'train.jsonl'} to start from")
     workers = max(1, min(workers, len(cuts)))
     size = -(-len(cuts) // workers) if cuts else 1
     jobs = [(str(weights), cuts[i:i + size], samples, temperature, top_p, seed * 100003 + i)
