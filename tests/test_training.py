@@ -1012,3 +1012,23 @@ def test_a_budgeted_run_plans_again_from_the_pace_of_its_last_steps(small_tokeni
     planned = t._plan(pace).steps
     assert planned == 1055 + int((90 * 60 - 4400) / (6.0 * PLAN_MARGIN))
     assert t.c.warmup == 100  # past the warmup: as it was
+
+
+@pytest.mark.parametrize("what", ["starts", "own", "humaneval"])
+def test_completing_with_weights_that_have_no_tokenizer_beside_them_is_a_clear_error(
+        what, small_tokenizer, tmp_path, capsys):
+    """The engine loads weights without their tokenizer; completing cannot, and says which
+    file is missing instead of failing inside a worker process."""
+    import shutil
+
+    from cromwell_lsp import cli
+    from cromwell_lsp.model import DEFAULT_WEIGHTS
+
+    tok, _ = small_tokenizer
+    weights = tmp_path / "model-int8.safetensors"
+    shutil.copy(DEFAULT_WEIGHTS, weights)
+    out = tmp_path / ("o.jsonl" if what == "own" else "o.json")
+    assert cli.main(["train", what, "--weights", str(weights), "--corpus",
+                     str(tok.path.parent / "corpus"), "--out", str(out), "--starts", "2"]) == 2
+    err = capsys.readouterr().err
+    assert f"{weights}: no tokenizer.json beside it" in err and not out.exists()

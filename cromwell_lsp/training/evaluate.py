@@ -276,6 +276,15 @@ def completions(model, starts=STARTS, max_tokens: int = 96, guard: bool = False,
     return out
 
 
+def need_tokenizer(weights: Path) -> None:
+    """Completing needs the tokenizer the weights were exported with, beside them (the
+    engine alone loads without it): a clear error before any model is loaded."""
+    if not Path(weights).with_name("tokenizer.json").exists():
+        raise ValueError(f"{weights}: no tokenizer.json beside it; completions need the "
+                         "tokenizer the model was exported with (train export writes it "
+                         "beside the weights: use that folder, or copy it there)")
+
+
 def _complete_part(job) -> list[dict]:
     weights, starts, options = job
     from .. import kernels
@@ -298,6 +307,8 @@ def completions_in_workers(weights: Path, starts: list[str], workers: int | None
 
     from .corpus import worker_count
 
+    if model is None:
+        need_tokenizer(weights)
     n = max(1, min(worker_count(workers), len(starts)))
     if n == 1:
         from ..model import CromwellVLJEPA
@@ -680,6 +691,7 @@ def run(out: Path, weights: Path, corpus: Path, tokenizer: Path, eval_rows: int 
     the server's Completer, with its guard, finishing and alternatives).  `cases` caps every
     sample's size (validation rows per task, snippets, in-file lines, held-out and wide
     starts): a quick look, not a measure."""
+    need_tokenizer(weights)
     import json
 
     import torch

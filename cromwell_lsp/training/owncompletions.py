@@ -23,7 +23,8 @@ import time
 from pathlib import Path
 
 from . import tasks
-from .evaluate import cut_at_block_end, judged, misaligned_after, server_prompt, useful
+from .evaluate import (cut_at_block_end, judged, misaligned_after, need_tokenizer,
+                       server_prompt, useful)
 
 
 def block_kind(block: str) -> str:
@@ -133,6 +134,7 @@ def build(weights: Path, corpus: Path, out: Path, n: int, samples: int = 6,
 
     from .corpus import read_jsonl
 
+    need_tokenizer(weights)
     texts = [(r["path"], r["text"]) for r in read_jsonl(corpus / "train.jsonl")]
     cuts = draw_cuts(texts, random.Random(seed), n, kinds=kinds)
     if not cuts:
