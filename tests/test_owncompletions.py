@@ -87,6 +87,7 @@ def test_kinds_draws_only_blocks_of_those_statements(tmp_path):
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     (corpus / "train.jsonl").write_text(json.dumps({"path": "x.py", "text": texts[0][1]}) + "\n")
+    (tmp_path / "tokenizer.json").write_text("{}")  # past the tokenizer check; no model loads
     with pytest.raises(ValueError, match="no block of while in"):
         O.build(tmp_path / "none.safetensors", corpus, tmp_path / "own.jsonl", 5,
                 kinds=frozenset({"while"}))
