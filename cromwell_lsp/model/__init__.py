@@ -35,6 +35,12 @@ from .weights import WeightsError, WeightsFile, load as load_weights
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "model-int8.safetensors"
 
+
+def tokenizer_beside(weights: str | Path) -> Path:
+    """Where a weights file's tokenizer lives: tokenizer.json in the same folder (train
+    export writes it there; load reads it from there when none is named)."""
+    return Path(weights).with_name("tokenizer.json")
+
 __all__ = ["CromwellVLJEPA", "ModelConfig", "PRESETS", "preset", "KVCache", "VisionState",
            "WeightsError", "GenerationConfig", "GenerationStats", "SamplingParams"]
 
@@ -61,7 +67,7 @@ class CromwellVLJEPA:
                                    "installation. HINT: reinstall cromwell-lsp, or pass the path "
                                    "of a .safetensors file (train one with `cromwell train`)")
         weights = load_weights(path)
-        tok_path = Path(tokenizer) if tokenizer else Path(path).with_name("tokenizer.json")
+        tok_path = Path(tokenizer) if tokenizer else tokenizer_beside(path)
         tok = None
         if tokenizer or tok_path.exists():
             from .tokenizer import Tokenizer

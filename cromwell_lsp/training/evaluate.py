@@ -279,7 +279,9 @@ def completions(model, starts=STARTS, max_tokens: int = 96, guard: bool = False,
 def need_tokenizer(weights: Path) -> None:
     """Completing needs the tokenizer the weights were exported with, beside them (the
     engine alone loads without it): a clear error before any model is loaded."""
-    if not Path(weights).with_name("tokenizer.json").exists():
+    from ..model import tokenizer_beside
+
+    if not tokenizer_beside(weights).exists():
         raise ValueError(f"{weights}: no tokenizer.json beside it; completions need the "
                          "tokenizer the model was exported with (train export writes it "
                          "beside the weights: use that folder, or copy it there)")
@@ -455,25 +457,33 @@ def tally(comps: list[dict]) -> dict:
 START_KINDS = ("def", "async", "class", "for", "while", "with", "if", "try")
 
 
-def start_kind(start: str) -> str:
-    """The statement a start opens: the first word of its last line that is not blank
-    (`class Stack:` -> class, a decorated def -> def), or `other`."""
-    last = next((l for l in reversed(start.split("\n")) if l.strip()), "")
-    word = re.match(r"[A-Za-z_]*", last.lstrip()).group()
+def line_kind(line: str) -> str:
+    """The block statement a line begins (one of START_KINDS), or `other`."""
+    word = re.match(r"[A-Za-z_]*", line.lstrip()).group()
     return word if word in START_KINDS else "other"
+
+
+def start_kind(start: str) -> str:
+    """The statement a start opens: the kind of its last line that is not blank
+    (`class Stack:` -> class, a decorated def -> def)."""
+    return line_kind(next((l for l in reversed(start.split("\n")) if l.strip()), ""))
 
 
 def by_kind(comps: list[dict], other: list[dict] | None = None) -> dict:
     """Starts and useful completions for each kind of start (start_kind), with the paired
     counts against `other` (the same starts) when given: which kinds a model gains on."""
+    zero = {"starts": 0, "useful": 0}
+    if other is not None:
+        zero |= {"useful_only_this": 0, "useful_only_other": 0}
     out: dict[str, dict] = {}
     for i, c in enumerate(comps):
-        row = out.setdefault(start_kind(c["start"]), {"starts": 0, "useful": 0})
+        row = out.setdefault(start_kind(c["start"]), dict(zero))
         row["starts"] += 1
-        row["useful"] += useful(c)
+        row["useful"] += (mine := useful(c))
         if other is not None:
-            row["useful_only_this"] = row.get("useful_only_this", 0) + (useful(c) and not useful(other[i]))
-            row["useful_only_other"] = row.get("useful_only_other", 0) + (useful(other[i]) and not useful(c))
+            theirs = useful(other[i])
+            row["useful_only_this"] += mine and not theirs
+            row["useful_only_other"] += theirs and not mine
     return dict(sorted(out.items(), key=lambda kv: -kv[1]["starts"]))
 
 

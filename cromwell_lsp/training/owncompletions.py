@@ -18,23 +18,19 @@ from __future__ import annotations
 import difflib
 import json
 import random
-import re
 import time
 from pathlib import Path
 
 from . import tasks
-from .evaluate import (cut_at_block_end, judged, misaligned_after, need_tokenizer,
+from .evaluate import (cut_at_block_end, judged, line_kind, misaligned_after, need_tokenizer,
                        server_prompt, useful)
 
 
 def block_kind(block: str) -> str:
-    """The statement a block is: its first word after any decorators (`def`, `async`,
-    `class`, `for`, `while`, `with`, `if`, `try`)."""
-    for line in block.splitlines():
-        word = re.match(r"[A-Za-z_]*", line.lstrip()).group()
-        if word and not line.lstrip().startswith("@"):
-            return word
-    return ""
+    """The statement a block is: the kind (evaluate.line_kind) of its first line after
+    any decorators."""
+    return line_kind(next((l for l in block.splitlines()
+                           if l.strip() and not l.lstrip().startswith("@")), ""))
 
 
 def draw_cuts(texts: list[tuple[str, str]], rng: random.Random, n: int,
