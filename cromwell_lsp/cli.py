@@ -220,17 +220,10 @@ def _cmd_train(args) -> int:
 
 
 def _kinds(text: str | None) -> frozenset[str] | None:
-    """`--kinds class,try` as a set of statement words (those evaluate.start_kind counts
-    by); a clear error for any other word."""
-    from .training.evaluate import START_KINDS
+    """`--kinds class,try` as a set of statement words (evaluate.parse_kinds)."""
+    from .training.evaluate import parse_kinds
 
-    if text is None:
-        return None
-    kinds = frozenset(k.strip() for k in text.split(",") if k.strip())
-    if not kinds or kinds - set(START_KINDS):
-        raise ValueError(f"--kinds takes block statements from {', '.join(sorted(START_KINDS))}; "
-                         f"got {text!r}")
-    return kinds
+    return parse_kinds(text)
 
 
 def _build_corpus(args, out, log) -> dict:
@@ -316,7 +309,7 @@ _TRAIN_KNOBS = {"steps": int, "batch_size": int, "seq_len": int, "lr": float, "w
                 "max_minutes": float, "jepa_ramp": int, "image_batch": int, "image_side": int,
                 "min_lr": float, "blocks_per_file": int, "source_weights": str, "block_cap": int,
                 "ul_every": int, "ul_weight": float, "ul_batch": int, "ul_tokens": int,
-                "ul_margin": float, "ul_rules": str, "budget_minutes": float, "own_data": str, "own_per_file": int, "own_min_ratio": float,
+                "ul_margin": float, "ul_rules": str, "ul_kinds": str, "int8_aware": int, "budget_minutes": float, "own_data": str, "own_per_file": int, "own_min_ratio": float,
                 "prefer_data": str, "prefer_every": int, "prefer_batch": int,
                 "prefer_weight": float, "prefer_beta": float, "prefer_nll": float,
                 "prefer_only": int, "prefer_real": int, "prefer_handlers": int}

@@ -213,6 +213,40 @@ def test_warmup_starts_where_a_warm_start_begins():
     assert lr_at(110, c, start=50) == pytest.approx(1e-4)
 
 
+def test_int8_aware_steps_see_the_int8_values_and_keep_the_float_weights(small_tokenizer,
+                                                                         tmp_path):
+    from cromwell_lsp import kernels
+    from cromwell_lsp.training.train import int8_parameters, int8_view
+
+    w = torch.randn(6, 64) * 0.05
+    w[2, :32] = 0.0  # an all-zero block: scale 0, values 0
+    q, d = kernels.quantize_q8_ref(w.numpy())
+    np.testing.assert_array_equal(int8_view(w).numpy(), kernels.dequantize_q8_ref(q, d))
+    assert torch.equal(int8_view(int8_view(w)), int8_view(w))  # on the levels, it stays
+
+    tok, _ = small_tokenizer
+    kw = dict(image_every=0, lr=0.0, min_lr=0.0, steps=1)
+    aware = Trainer(_config(tmp_path / "a", tok, int8_aware=1, **kw), log=_quiet)
+    plain = Trainer(_config(tmp_path / "p", tok, **kw), log=_quiet)
+    snapped = Trainer(_config(tmp_path / "s", tok, **kw), log=_quiet)
+    names = {id(p): n for n, p in aware.model.named_parameters()}
+    assert len(aware.int8_params) == len(int8_parameters(plain.model, plain.cfg)) > 0
+    assert "lang.tok_embeddings.weight" not in {names[id(p)] for p in aware.int8_params}
+    with torch.no_grad():
+        for p in int8_parameters(snapped.model, snapped.cfg):
+            p.copy_(int8_view(p))
+    before = {n: p.detach().clone() for n, p in aware.model.named_parameters()}
+    loss_aware = aware.train_step()["loss"]
+    # the step's forward ran on the int8 values: the loss of the snapped model, not the float one
+    assert loss_aware == pytest.approx(snapped.train_step()["loss"], rel=1e-6)
+    assert loss_aware != pytest.approx(plain.train_step()["loss"], rel=1e-6)
+    # and the float weights came back after it (at rate 0 the step moves nothing)
+    for n, p in aware.model.named_parameters():
+        assert torch.equal(p, before[n]), n
+    # an int8-aware run resumes bit for bit too
+    _straight_and_resumed(tmp_path / "r", tok, int8_aware=1, image_every=0)
+
+
 def test_loss_falls_and_export_matches_the_twin(small_tokenizer, tmp_path):
     tok, _ = small_tokenizer
     trainer = Trainer(_config(tmp_path / "run", tok, steps=60, image_every=0, eval_every=60,

@@ -255,7 +255,8 @@ def test_ul_rules_choose_the_marks_and_a_misspelt_rule_is_refused(small_tokenize
     from cromwell_lsp.model.config import preset
     from cromwell_lsp.training.model import CromwellTwin
 
-    assert U.parse_rules("") == frozenset(U.RULES)
+    assert U.parse_rules("") == U.DEFAULT_RULES == frozenset(U.RULES) - {"unfinished"}
+    assert U.parse_rules("unfinished") == {"unfinished"}
     assert U.parse_rules(" repeat , trivial ") == {"repeat", "trivial"}
     with pytest.raises(ValueError, match="header_colons.*choose from"):
         U.parse_rules("repeat,header_colons")
@@ -275,6 +276,63 @@ def test_ul_rules_choose_the_marks_and_a_misspelt_rule_is_refused(small_tokenize
     assert torch.equal(ids_all, ids_rep)  # the same greedy completions, fewer marks
     assert bool((m_rep <= m_all).all()) and share_rep <= share_all
     assert marks(frozenset())[:2] == (None, None)  # no rule, nothing marked
+
+
+def test_unfinished_marks_the_stop_where_no_code_can_end_and_a_try_left_without_handler():
+    # what every shipped model wrote for a bare `try:` (the one fixed start it failed):
+    # a body, then the stop token -> the stop token, one place past the completion
+    body = "if not is_torch_available():\n        return False\n"
+    assert U.unfinished_ends("try:\n    ", body, True) == [(len(body), len(body) + 1)]
+    assert U.unfinished_ends("try:\n    ", body, False) == []  # the token limit cut it
+    # a bracket or a triple-quoted string left open, a header with no body
+    for start, completion in (("for i in range(", "len(items)"),
+                              ("def f(a):\n    ", 'x = g(a,\n          b'),
+                              ("def f(a):\n    ", '"""Return the\n    '),
+                              ("def f(a):\n    ", "if a:\n")):
+        assert U.unfinished_ends(start, completion, True) == [(len(completion),
+                                                               len(completion) + 1)], completion
+    # back at the try's column with no handler: the first character of that statement
+    completion = "x = load()\ny = 2\n"
+    assert U.unfinished_ends("try:\n    ", completion, True) == [(11, 12)]
+    assert completion[11] == "y"
+    completion = "try:\n        x = 1\n    return x\n"  # inside a def
+    (a, b), = U.unfinished_ends("def f():\n    ", completion, True)
+    assert completion[a:b] == "r" and completion[a - 4:a] == "    "
+    # finished code, and code wrong in other ways (other marks' business), go unmarked
+    for start, completion in (("try:\n    ", "import numpy\nexcept ImportError:\n    numpy = None\n"),
+                              ("try:\n    ", "x = 1\nfinally:\n    close()\n"),
+                              ("def f(a):\n    ", "return a + 1\n"),
+                              ("def f(a):\n    ", "return a)\n"),
+                              ("def f(a):\n    ", "s = '\\d'\n"),  # a SyntaxWarning, no mark
+                              ("def f(a):\n    ", "return '\x00'\n"),
+                              ("x = 1\n", "\x00")):
+        assert U.unfinished_ends(start, completion, True) == [], completion
+
+
+def test_ul_kinds_draws_the_steps_starts_from_those_blocks_only(small_tokenizer, tmp_path):
+    from cromwell_lsp.model.config import preset
+    from cromwell_lsp.training.model import CromwellTwin
+    from cromwell_lsp.training.owncompletions import block_kind
+    from cromwell_lsp.training.train import TrainConfig, Trainer
+
+    texts = [("x.py", "def f(a):\n    b = a + 1\n    return b\n\n\n"
+                      "try:\n    import numpy\nexcept ImportError:\n    numpy = None\n")]
+    starts = U.draw_starts(texts, random.Random(2), 10, kinds=frozenset({"try"}))
+    assert len(starts) == 10 and all(s.startswith("try") for s in starts)
+    assert {block_kind(s + "\n") for s in U.draw_starts(texts, random.Random(2), 10)} >= {"def"}
+    tok, _ = small_tokenizer
+    torch.manual_seed(0)
+    twin = CromwellTwin(preset("tiny").replace(vocab_size=tok.vocab_size, max_seq_len=96))
+    for kinds, header in (({"def"}, "def f(a"), ({"try"}, "try")):
+        ids, marks, _ = U.unlikelihood_batch(twin, tok, texts, random.Random(3), 3, 24,
+                                             frozenset(U.RULES), frozenset(kinds))
+        assert ids is not None and ids.shape[0] == 3 and marks.any()  # the untrained twin loops
+        rows = [tok.decode(r) for r in ids.tolist()]
+        assert all(header in r for r in rows), rows  # each SPM prompt holds its start
+    c = TrainConfig(model="tiny", corpus=str(tmp_path), tokenizer=str(tmp_path / "t.json"),
+                    out=str(tmp_path / "o"), ul_kinds="try,elif")
+    with pytest.raises(ValueError, match="--ul-kinds takes block statements"):
+        Trainer(c, log=lambda *a: None)
 
 
 def test_a_run_refuses_an_unknown_ul_rule_before_it_trains(tmp_path):

@@ -463,6 +463,18 @@ def line_kind(line: str) -> str:
     return word if word in START_KINDS else "other"
 
 
+def parse_kinds(text: str | None, option: str = "--kinds") -> frozenset[str] | None:
+    """`class,try` as a set of statement words (those start_kind counts by), None for
+    None; a clear error naming `option` for any other word."""
+    if text is None:
+        return None
+    kinds = frozenset(k.strip() for k in text.split(",") if k.strip())
+    if not kinds or kinds - set(START_KINDS):
+        raise ValueError(f"{option} takes block statements from {', '.join(sorted(START_KINDS))}; "
+                         f"got {text!r}")
+    return kinds
+
+
 def start_kind(start: str) -> str:
     """The statement a start opens: the kind of its last line that is not blank
     (`class Stack:` -> class, a decorated def -> def)."""

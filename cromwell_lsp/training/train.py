@@ -82,7 +82,10 @@ class TrainConfig:
     ul_batch: int = 8             # how many bare starts it completes,
     ul_tokens: int = 48           # and how many tokens each; a repeating token is pushed
     ul_margin: float = 1.0        # this many nats below the best other one
-    ul_rules: str = ""            # "repeat,trivial": only these marks (unlikelihood.RULES); all when empty
+    ul_rules: str = ""            # "repeat,trivial": only these marks (unlikelihood.RULES); DEFAULT_RULES when empty
+    int8_aware: int = 0           # 1: each step's forward sees the linear weights as the int8
+                                  # file will hold them (int8_view; straight-through)
+    ul_kinds: str = ""            # "try": its starts of these blocks only (evaluate.START_KINDS); any when empty
     own_data: str = ""            # the model's own working completions (`train own`), and
     own_per_file: int = 0         # how many of them go with each file's examples
     own_min_ratio: float = 0.0    # those at least this like their file's real block
@@ -279,14 +282,45 @@ def _param_groups(model, weight_decay):
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def int8_view(w: torch.Tensor) -> torch.Tensor:
+    """`w` as the engine gets it back from the int8 file: blocks of 32 along the last axis,
+    each rounded to int8 at its absolute maximum / 127, the scale stored as float16
+    (kernels.quantize_q8_ref, then dequantize_q8_ref)."""
+    from ..kernels import QK
+
+    b = w.detach().float().reshape(-1, QK)
+    d = b.abs().amax(1, keepdim=True) / 127
+    q = torch.round(b * torch.where(d > 0, 1 / d, torch.zeros_like(d)))
+    return (q * d.half().float()).reshape(w.shape).to(w.dtype)
+
+
+def int8_parameters(model: CromwellTwin, cfg) -> list:
+    """The parameters the int8 export quantizes (weights.is_quantizable), in a fixed order.
+    A step that only moves the float weights by less than half an int8 level is lost on
+    export: a run warm-started from an int8 file starts on those levels (train import),
+    and its short legs moved the exported int8 model far less than their float twin (a
+    bare `try:` body's end of text -0.23 in G2's float export, -0.11 in its int8 one)."""
+    from ..model import weights as W
+
+    names = [n for n, (shape, linear) in W.fp32_tensors(cfg).items()
+             if W.is_quantizable(shape, linear)]
+    params = dict(model.named_parameters())
+    missing = [n for n in names if n not in params]
+    if missing or not names:
+        raise ValueError(f"--int8-aware: the twin has no parameter {missing[:3]} of the int8 file")
+    return [params[n] for n in names]
+
+
 class Trainer:
     def __init__(self, c: TrainConfig, log=print):
+        from .evaluate import parse_kinds
         from .unlikelihood import parse_rules
 
         self.c, self.log = c, log
         self.asked_steps = c.steps  # a budgeted run plans at most these
         self.asked_warmup = c.warmup  # and keeps the warmup's share of them
         self.ul_rules = parse_rules(c.ul_rules)  # a misspelt rule fails here, not at step one
+        self.ul_kinds = parse_kinds(c.ul_kinds or None, "--ul-kinds")  # and so does a kind
         if c.block_cap < 0:
             raise ValueError(f"--block-cap {c.block_cap}: expected 0 (off) or a count of blocks")
         self.out = Path(c.out)
@@ -307,6 +341,7 @@ class Trainer:
                                       max_seq_len=max(preset(c.model).max_seq_len, c.seq_len + 1))
         self.cfg = cfg
         self.model = random_init(cfg, c.seed).to(self.device)
+        self.int8_params = int8_parameters(self.model, cfg) if c.int8_aware else []
         self.opt = torch.optim.AdamW(_param_groups(self.model, c.weight_decay), lr=c.lr,
                                      betas=(0.9, 0.95), eps=1e-8)
         texts = weighted([(r["path"], r["text"]) for r in read_jsonl(Path(c.corpus) / "train.jsonl")],
@@ -490,7 +525,8 @@ class Trainer:
         c = self.c
         rng = random.Random(f"ul:{c.seed}:{self.rank}:{self.step}")
         ids, marks, share = U.unlikelihood_batch(self.model, self.tok, self.texts, rng,
-                                                 c.ul_batch, c.ul_tokens, self.ul_rules)
+                                                 c.ul_batch, c.ul_tokens, self.ul_rules,
+                                                 self.ul_kinds)
         if ids is None:
             return torch.zeros((), device=self.device), {"ul": 0.0, "ul_marked": share}
         ul = U.unlikelihood_loss(self.model(ids[:, :-1], jepa=False).logits, ids, marks,
@@ -513,12 +549,9 @@ class Trainer:
         return self.c.lm_weight * lm + self.c.align_weight * align, {"image_lm": lm.item(),
                                                                      "align": align.item()}
 
-    def train_step(self) -> dict:
+    def _step_loss(self, image_step: bool):
+        """This step's loss: (loss, its parts for the log, tokens it trained on)."""
         c = self.c
-        lr = lr_at(self.step, c, self.schedule_start, self.decay_anchor)
-        for g in self.opt.param_groups:
-            g["lr"] = lr
-        image_step = c.image_every and self.cfg.has_vision and self.step % c.image_every == c.image_every - 1
         with self._autocast():
             if c.prefer_only:
                 loss, parts, ntok = self._prefer()
@@ -541,8 +574,26 @@ class Trainer:
                 loss = loss + c.prefer_weight * pl
                 parts.update(p_parts)
                 ntok += pn
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
+        return loss, parts, ntok
+
+    def train_step(self) -> dict:
+        c = self.c
+        lr = lr_at(self.step, c, self.schedule_start, self.decay_anchor)
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+        image_step = c.image_every and self.cfg.has_vision and self.step % c.image_every == c.image_every - 1
+        latent = [p.detach().clone() for p in self.int8_params]
+        with torch.no_grad():  # the forward (and any greedy completion in it) on the int8 values
+            for p in self.int8_params:
+                p.copy_(int8_view(p))
+        try:
+            loss, parts, ntok = self._step_loss(image_step)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+        finally:
+            with torch.no_grad():  # straight-through: the int8 values' gradient moves the
+                for p, w in zip(self.int8_params, latent):  # latent float weights, which
+                    p.copy_(w)  # keep every step too small to cross a level on their own
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
         self.opt.step()
         self.step += 1
