@@ -305,7 +305,8 @@ def test_unfinished_marks_the_stop_where_no_code_can_end_and_a_try_left_without_
                               ("def f(a):\n    ", "return a)\n"),
                               ("def f(a):\n    ", "s = '\\d'\n"),  # a SyntaxWarning, no mark
                               ("def f(a):\n    ", "return '\x00'\n"),
-                              ("x = 1\n", "\x00")):
+                              ("x = 1\n", "\x00"),
+                              ("try:\n    ", "x = 1\ry = 2\n")):  # no line to point at
         assert U.unfinished_ends(start, completion, True) == [], completion
 
 

@@ -199,7 +199,8 @@ def unfinished_ends(start: str, completion: str, stopped: bool) -> list[tuple[in
         try:
             code = codeop.compile_command(text, "<completion>", "exec")
         except SyntaxError as e:
-            if not (e.msg or "").startswith("expected 'except' or 'finally' block"):
+            if not (e.msg or "").startswith("expected 'except' or 'finally' block") \
+                    or "\r" in text:  # Python counts a lone \r as a line: no line to point at
                 return []
             lines = text.split("\n")
             if not e.lineno or e.lineno > len(lines):
