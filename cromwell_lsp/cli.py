@@ -188,6 +188,7 @@ def _cmd_train(args) -> int:
         return 0
     if args.what == "own":
         from .training import owncompletions
+        from .training.evaluate import parse_kinds
 
         if not args.weights or not args.out.endswith(".jsonl"):
             raise ValueError("train own needs --weights (the model that completes) and "
@@ -195,7 +196,7 @@ def _cmd_train(args) -> int:
         print(json.dumps(owncompletions.build(
             Path(args.weights), Path(args.corpus), Path(args.out), args.starts or 2000, args.samples,
             args.temperature, seed=args.seed or 0, workers=args.workers or 2, log=log,
-            kinds=_kinds(args.kinds))))
+            kinds=parse_kinds(args.kinds))))
         return 0
     if args.what == "align":
         from .training.align import AlignConfig, run as align_run
@@ -217,13 +218,6 @@ def _cmd_train(args) -> int:
     if args.what == "all":
         return _train_all(args, log)
     raise SystemExit(f"unknown training step {args.what!r}")
-
-
-def _kinds(text: str | None) -> frozenset[str] | None:
-    """`--kinds class,try` as a set of statement words (evaluate.parse_kinds)."""
-    from .training.evaluate import parse_kinds
-
-    return parse_kinds(text)
 
 
 def _build_corpus(args, out, log) -> dict:

@@ -95,12 +95,12 @@ def test_kinds_draws_only_blocks_of_those_statements(tmp_path):
 
 
 def test_kinds_option_is_checked():
-    from cromwell_lsp.cli import _kinds
+    from cromwell_lsp.training.evaluate import parse_kinds
 
-    assert _kinds(None) is None and _kinds("class, try") == {"class", "try"}
+    assert parse_kinds(None) is None and parse_kinds("class, try") == {"class", "try"}
     for bad in ("", "klass", "class,elif"):
         with pytest.raises(ValueError, match="--kinds takes block statements"):
-            _kinds(bad)
+            parse_kinds(bad)
 
 
 def test_the_packaged_model_completes_training_starts_through_the_engine(small_tokenizer,

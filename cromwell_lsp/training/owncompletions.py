@@ -137,7 +137,7 @@ def build(weights: Path, corpus: Path, out: Path, n: int, samples: int = 6,
         raise ValueError(f"no block of {', '.join(sorted(kinds or ())) or 'any kind'} in "
                          f"{corpus / 'train.jsonl'} to start from")
     workers = max(1, min(workers, len(cuts)))
-    size = -(-len(cuts) // workers) if cuts else 1
+    size = -(-len(cuts) // workers)
     jobs = [(str(weights), cuts[i:i + size], samples, temperature, top_p, seed * 100003 + i)
             for i in range(0, len(cuts), size)]
     t0 = time.time()

@@ -83,9 +83,9 @@ class TrainConfig:
     ul_tokens: int = 48           # and how many tokens each; a repeating token is pushed
     ul_margin: float = 1.0        # this many nats below the best other one
     ul_rules: str = ""            # "repeat,trivial": only these marks (unlikelihood.RULES); DEFAULT_RULES when empty
+    ul_kinds: str = ""            # "try": its starts of these blocks only (evaluate.START_KINDS); any when empty
     int8_aware: int = 0           # 1: each step's forward sees the linear weights as the int8
                                   # file will hold them (int8_view; straight-through)
-    ul_kinds: str = ""            # "try": its starts of these blocks only (evaluate.START_KINDS); any when empty
     own_data: str = ""            # the model's own working completions (`train own`), and
     own_per_file: int = 0         # how many of them go with each file's examples
     own_min_ratio: float = 0.0    # those at least this like their file's real block
@@ -285,7 +285,9 @@ def _param_groups(model, weight_decay):
 def int8_view(w: torch.Tensor) -> torch.Tensor:
     """`w` as the engine gets it back from the int8 file: blocks of 32 along the last axis,
     each rounded to int8 at its absolute maximum / 127, the scale stored as float16
-    (kernels.quantize_q8_ref, then dequantize_q8_ref)."""
+    (kernels.quantize_q8_ref, then dequantize_q8_ref).  Written again in torch, on the
+    training device, so that a GPU run does not copy every weight to the host each step;
+    the test holds it bit for bit to the reference."""
     from ..kernels import QK
 
     b = w.detach().float().reshape(-1, QK)
