@@ -303,7 +303,7 @@ _TRAIN_KNOBS = {"steps": int, "batch_size": int, "seq_len": int, "lr": float, "w
                 "max_minutes": float, "jepa_ramp": int, "image_batch": int, "image_side": int,
                 "min_lr": float, "blocks_per_file": int, "source_weights": str, "block_cap": int,
                 "ul_every": int, "ul_weight": float, "ul_batch": int, "ul_tokens": int,
-                "ul_margin": float, "ul_rules": str, "ul_kinds": str, "int8_aware": int, "budget_minutes": float, "own_data": str, "own_per_file": int, "own_min_ratio": float,
+                "ul_margin": float, "ul_rules": str, "ul_kinds": str, "ul_kinds_share": float, "int8_aware": int, "anchor_kl": float, "budget_minutes": float, "own_data": str, "own_per_file": int, "own_min_ratio": float,
                 "prefer_data": str, "prefer_every": int, "prefer_batch": int,
                 "prefer_weight": float, "prefer_beta": float, "prefer_nll": float,
                 "prefer_only": int, "prefer_real": int, "prefer_handlers": int}

@@ -247,6 +247,31 @@ def test_int8_aware_steps_see_the_int8_values_and_keep_the_float_weights(small_t
     _straight_and_resumed(tmp_path / "r", tok, int8_aware=1, image_every=0)
 
 
+def test_anchor_kl_holds_a_run_to_the_model_it_started_from(small_tokenizer, tmp_path):
+    from cromwell_lsp.training.train import anchor_kl
+
+    torch.manual_seed(0)
+    logits, ref = torch.randn(2, 5, 11), torch.randn(2, 5, 11)
+    mask = torch.tensor([[0, 1, 1, 0, 1, 1], [0, 0, 0, 0, 0, 1]])  # targets: mask[:, 1:]
+    p, lp, lq = ref.softmax(-1), ref.log_softmax(-1), logits.log_softmax(-1)
+    per = (p * (lp - lq)).sum(-1).numpy()
+    want = (per[0, [0, 1, 3, 4]].sum() + per[1, 4]) / 5
+    assert float(anchor_kl(logits, ref, mask)) == pytest.approx(want, rel=1e-5)
+    assert float(anchor_kl(ref, ref, mask)) == pytest.approx(0.0, abs=1e-6)
+
+    tok, _ = small_tokenizer
+    t = Trainer(_config(tmp_path / "k", tok, anchor_kl=1.0, image_every=0), log=_quiet)
+    start = {n: p.detach().clone() for n, p in t.model.named_parameters()}
+    first, second = t.train_step(), t.train_step()
+    assert first["kl"] == pytest.approx(0.0, abs=1e-5)  # the model is its own anchor at first
+    assert second["kl"] > 1e-4  # and has moved off it after a step
+    for n, p in t.anchor.named_parameters():  # the anchor itself stays where the run began
+        assert torch.equal(p, start[n]) and not p.requires_grad, n
+    assert Trainer(_config(tmp_path / "plain", tok), log=_quiet).anchor is None
+    # a resumed run is held to the model the run began from, not to the one it resumed
+    _straight_and_resumed(tmp_path / "r", tok, anchor_kl=1.0, image_every=0)
+
+
 def test_loss_falls_and_export_matches_the_twin(small_tokenizer, tmp_path):
     tok, _ = small_tokenizer
     trainer = Trainer(_config(tmp_path / "run", tok, steps=60, image_every=0, eval_every=60,

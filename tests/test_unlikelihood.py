@@ -321,6 +321,11 @@ def test_ul_kinds_draws_the_steps_starts_from_those_blocks_only(small_tokenizer,
     starts = U.draw_starts(texts, random.Random(2), 10, kinds=frozenset({"try"}))
     assert len(starts) == 10 and all(s.startswith("try") for s in starts)
     assert {block_kind(s + "\n") for s in U.draw_starts(texts, random.Random(2), 10)} >= {"def"}
+    # --ul-kinds-share: that share from the kinds, the rest from any block; 1 draws as before
+    mixed = U.draw_kind_starts(texts, random.Random(2), 10, frozenset({"try"}), 0.3)
+    assert len(mixed) == 10 and all(s.startswith("try") for s in mixed[:3])
+    assert any(s.startswith("def") for s in mixed[3:]), mixed
+    assert U.draw_kind_starts(texts, random.Random(2), 10, frozenset({"try"}), 1.0) == starts
     tok, _ = small_tokenizer
     torch.manual_seed(0)
     twin = CromwellTwin(preset("tiny").replace(vocab_size=tok.vocab_size, max_seq_len=96))
@@ -333,6 +338,10 @@ def test_ul_kinds_draws_the_steps_starts_from_those_blocks_only(small_tokenizer,
     c = TrainConfig(model="tiny", corpus=str(tmp_path), tokenizer=str(tmp_path / "t.json"),
                     out=str(tmp_path / "o"), ul_kinds="try,elif")
     with pytest.raises(ValueError, match="--ul-kinds takes block statements"):
+        Trainer(c, log=lambda *a: None)
+    c = TrainConfig(model="tiny", corpus=str(tmp_path), tokenizer=str(tmp_path / "t.json"),
+                    out=str(tmp_path / "o"), ul_kinds="try", ul_kinds_share=1.5)
+    with pytest.raises(ValueError, match="--ul-kinds-share must be between 0 and 1"):
         Trainer(c, log=lambda *a: None)
 
 

@@ -84,8 +84,12 @@ class TrainConfig:
     ul_margin: float = 1.0        # this many nats below the best other one
     ul_rules: str = ""            # "repeat,trivial": only these marks (unlikelihood.RULES); DEFAULT_RULES when empty
     ul_kinds: str = ""            # "try": its starts of these blocks only (evaluate.START_KINDS); any when empty
+    ul_kinds_share: float = 1.0   # that share of each batch's starts from ul_kinds, the rest from any block
     int8_aware: int = 0           # 1: each step's forward sees the linear weights as the int8
                                   # file will hold them (int8_view; straight-through)
+    anchor_kl: float = 0.0        # weight of KL(the run's starting model || the model) on each
+                                  # text batch (anchor_kl): a short leg moves what it aims at
+                                  # and as little else as it can
     own_data: str = ""            # the model's own working completions (`train own`), and
     own_per_file: int = 0         # how many of them go with each file's examples
     own_min_ratio: float = 0.0    # those at least this like their file's real block
@@ -242,6 +246,19 @@ def masked_ce(logits, ids, mask):
     return (ce * m).sum() / m.sum().clamp_min(1.0), (ce * m).sum(), m.sum()
 
 
+def anchor_kl(logits, ref_logits, mask):
+    """Mean over the positions with mask 1 (as masked_ce) of KL(ref || model), the
+    next-token distributions of the anchor (`ref_logits`, the run's starting model) and of
+    the model on the same inputs.  Unlike the LM loss, which pulls towards the data, it
+    holds every token's whole distribution where the starting model had it, so a leg's
+    narrow aim (a handler after a `try` body) moves the rest of the model less."""
+    m = mask[:, 1:].float()
+    lp = F.log_softmax(logits.float(), -1)
+    rp = F.log_softmax(ref_logits.float(), -1)
+    kl = (rp.exp() * (rp - lp)).sum(-1)
+    return (kl * m).sum() / m.sum().clamp_min(1.0)
+
+
 def info_nce(a, b, temperature: float = 0.07):
     logits = a @ b.T / temperature
     target = torch.arange(a.shape[0], device=a.device)
@@ -259,14 +276,17 @@ class StepLoss(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, ids, mask, images=None, span=None, codes=None, code_mask=None):
+    def forward(self, ids, mask, images=None, span=None, codes=None, code_mask=None,
+                ref_logits=None):
         m = self.model
         if images is None:
             out = m(ids[:, :-1])
             lm = masked_ce(out.logits, ids, mask)[0]
-            if out.preds is None:
-                return lm, torch.zeros((), device=lm.device)
-            return lm, jepa_loss(out.preds.float(), out.z.float(), m.cfg.step_weights)
+            second = (torch.zeros((), device=lm.device) if out.preds is None else
+                      jepa_loss(out.preds.float(), out.z.float(), m.cfg.step_weights))
+            if ref_logits is None:
+                return lm, second
+            return lm, second, anchor_kl(out.logits, ref_logits, mask)  # the same forward
         out = m(ids[:, :-1], images, span, jepa=False)
         lm = masked_ce(out.logits, ids, mask)[0]
         img = m.pool_image(out.vision)  # the forward's vision tokens, pooled in fp32
@@ -323,6 +343,8 @@ class Trainer:
         self.asked_warmup = c.warmup  # and keeps the warmup's share of them
         self.ul_rules = parse_rules(c.ul_rules)  # a misspelt rule fails here, not at step one
         self.ul_kinds = parse_kinds(c.ul_kinds or None, "--ul-kinds")  # and so does a kind
+        if not 0.0 <= c.ul_kinds_share <= 1.0:
+            raise ValueError(f"--ul-kinds-share must be between 0 and 1, not {c.ul_kinds_share}")
         if c.block_cap < 0:
             raise ValueError(f"--block-cap {c.block_cap}: expected 0 (off) or a count of blocks")
         self.out = Path(c.out)
@@ -385,6 +407,7 @@ class Trainer:
                                               random.Random(f"handlers:{c.seed}"))
             self.pairs = prefer.Pairs(pairs, self.tok, c.seq_len)
         self._resume()
+        self.anchor = self._anchor() if c.anchor_kl else None
         if self.pairs is not None and self.pairs.ref is None:
             self._prefer_reference()
         self.fwd = StepLoss(self.model)
@@ -394,6 +417,20 @@ class Trainer:
         if c.compile:
             self.fwd = torch.compile(self.fwd)
         self.val = self._val_sets()
+
+    def _anchor(self):
+        """The frozen model anchor_kl holds the run to: the one it started from (an
+        imported int8 file's values, with `train import`), kept in the checkpoint so a
+        resumed run is held to the same one."""
+        import copy
+
+        anchor = copy.deepcopy(self.model).eval()
+        saved = getattr(self, "_saved_anchor", None)
+        if saved is not None:
+            load_state(anchor, saved)
+        for p in anchor.parameters():
+            p.requires_grad_(False)
+        return anchor
 
     def _openings(self, texts: list[tuple[str, str]]) -> dict[str, int]:
         """The block cap's counts (tasks.opening_counts) over the stream's files, weighted
@@ -441,6 +478,8 @@ class Trainer:
                  {"key": self.pairs.key, "ref": self.pairs.ref},
                  "torch_rng": torch.get_rng_state(), "train_config": dataclasses.asdict(self.c),
                  "model_config": self.cfg.to_dict(), "tokenizer_sha256": self.tok.sha256}
+        if self.anchor is not None:
+            state["anchor"] = self.anchor.state_dict()
         tmp = self._ckpt_path().with_suffix(".tmp")
         torch.save(state, tmp)
         os.replace(tmp, self._ckpt_path())
@@ -453,6 +492,7 @@ class Trainer:
         if s["tokenizer_sha256"] != self.tok.sha256:
             raise ValueError(f"{path} was trained with another tokenizer; use a new --out")
         load_state(self.model, s["model"])
+        self._saved_anchor = s.get("anchor")  # none: the run holds to where it starts now
         saved = s.get("prefer")
         if self.pairs is not None and saved and saved.get("key") == self.pairs.key:
             self.pairs.ref = saved["ref"]  # the same pairs: ranked against the same reference
@@ -503,11 +543,22 @@ class Trainer:
         return torch.autocast(dev, dtype=torch.bfloat16, enabled=self.bf16)
 
     def _text_loss(self, ids, mask):
-        lm, jl = self.fwd(ids, mask)
+        if self.anchor is None:
+            lm, jl = self.fwd(ids, mask)
+            kl = None
+        else:
+            with torch.no_grad():
+                ref = self.anchor(ids[:, :-1], jepa=False).logits
+            lm, jl, kl = self.fwd(ids, mask, ref_logits=ref)
         if not self.cfg.has_vision:  # a Llama-shaped model: the LM loss alone
-            return lm, {"lm": lm.item()}
-        return self.c.lm_weight * lm + self.jepa_weight_at(self.step) * jl, {"lm": lm.item(),
-                                                                             "jepa": jl.item()}
+            loss, parts = lm, {"lm": lm.item()}
+        else:
+            loss = self.c.lm_weight * lm + self.jepa_weight_at(self.step) * jl
+            parts = {"lm": lm.item(), "jepa": jl.item()}
+        if kl is not None:
+            loss = loss + self.c.anchor_kl * kl
+            parts["kl"] = kl.item()
+        return loss, parts
 
     def jepa_weight_at(self, step: int) -> float:
         """The JEPA weight, raised linearly from 0 over the first jepa_ramp steps: from
@@ -528,7 +579,7 @@ class Trainer:
         rng = random.Random(f"ul:{c.seed}:{self.rank}:{self.step}")
         ids, marks, share = U.unlikelihood_batch(self.model, self.tok, self.texts, rng,
                                                  c.ul_batch, c.ul_tokens, self.ul_rules,
-                                                 self.ul_kinds)
+                                                 self.ul_kinds, c.ul_kinds_share)
         if ids is None:
             return torch.zeros((), device=self.device), {"ul": 0.0, "ul_marked": share}
         ul = U.unlikelihood_loss(self.model(ids[:, :-1], jepa=False).logits, ids, marks,
@@ -703,6 +754,7 @@ class Trainer:
                          f"lr {metrics['lr']:.2e} {tok_s:,.0f} tok/s  eta {eta:.1f} min"
                          + (f"  ul {metrics['ul']:.3f} marked {metrics['ul_marked']:.1%}"
                             if "ul" in metrics else "")
+                         + (f"  kl {metrics['kl']:.4f}" if "kl" in metrics else "")
                          + (f"  prefer {metrics['prefer']:.3f} ranked {metrics['pref_acc']:.0%}"
                             if "prefer" in metrics else ""))
                 self._write_log({"step": self.step, "tokens": self.tokens_seen,

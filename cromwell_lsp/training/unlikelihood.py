@@ -231,6 +231,18 @@ def draw_starts(texts: list[tuple[str, str]], rng: random.Random, n: int,
     return [start for _, start, _ in draw_cuts(texts, rng, n, tries, kinds)]
 
 
+def draw_kind_starts(texts: list[tuple[str, str]], rng: random.Random, n: int,
+                     kinds: frozenset[str] | None, share: float = 1.0) -> list[str]:
+    """n bare starts, round(n * share) of them from blocks of the `kinds` and the rest
+    from any block: a leg aimed at one kind (`try`) still sees the loops and empty
+    bodies of the others, which it would otherwise be free to fall into.  share 1 (or
+    no kinds) draws as draw_starts does, the same starts for the same rng."""
+    if kinds is None or share >= 1.0:
+        return draw_starts(texts, rng, n, kinds=kinds)
+    k = round(n * share)
+    return draw_starts(texts, rng, k, kinds=kinds) + draw_starts(texts, rng, n - k)
+
+
 @torch.no_grad()
 def greedy(model, prompt_ids: list[list[int]], n_tokens: int, stop: int, constraints=None):
     """Greedy continuations of prompts, left-padded with `stop` (no cache: the twin
@@ -287,7 +299,8 @@ def parse_rules(spec: str) -> frozenset:
 
 
 def unlikelihood_batch(model, tok, texts, rng: random.Random, n: int, n_tokens: int,
-                       rules: frozenset = DEFAULT_RULES, kinds: frozenset[str] | None = None):
+                       rules: frozenset = DEFAULT_RULES, kinds: frozenset[str] | None = None,
+                       kinds_share: float = 1.0):
     """Complete n bare starts greedily (of the `kinds` of block only, when given: see
     owncompletions.draw_cuts), prompted as the server prompts them (SPM, empty
     suffix, token healing), and mark the failing tokens of the chosen `rules` (RULES:
@@ -296,7 +309,7 @@ def unlikelihood_batch(model, tok, texts, rng: random.Random, n: int, n_tokens: 
     (ids [B, T], marks [B, T] float, 1 where the token at t fails, so the loss applies to
     the prediction at t - 1, the share of generated tokens marked), or (None, None, 0.0)
     when no completion failed."""
-    starts = draw_starts(texts, rng, n, kinds=kinds)
+    starts = draw_kind_starts(texts, rng, n, kinds, kinds_share)
     if not starts:
         return None, None, 0.0
     stop = tok.special("endoftext")
