@@ -234,9 +234,39 @@ def test_ul_prompts_are_healed_as_the_server_heals_them(small_tokenizer):
     torch.manual_seed(0)
     twin = CromwellTwin(preset("tiny").replace(vocab_size=tok.vocab_size, max_seq_len=64))
     stop = tok.special("endoftext")
-    out, P = U.greedy(twin, [ids], 6, stop, [LeadConstraint(tok, lead)])
+    out, P, _ = U.greedy(twin, [ids], 6, stop, [LeadConstraint(tok, lead)])
     text = tok.decode([t for t in out[0, P:].tolist() if t != stop])
     assert text.startswith(lead)  # an untrained twin spells the lead only when made to
+
+
+def test_greedy_completes_a_padded_row_as_it_would_complete_it_alone(small_tokenizer):
+    """A batch's short prompts are left-padded; the padding is masked out of attention,
+    so each row's logits and greedy tokens are those of its prompt alone.  Unmasked, two
+    dozen end-of-text tokens before `try:` turned H3's completion into garbage."""
+    from cromwell_lsp.model.config import preset
+    from cromwell_lsp.training.model import CromwellTwin
+
+    tok, _ = small_tokenizer
+    torch.manual_seed(0)
+    twin = CromwellTwin(preset("tiny").replace(vocab_size=tok.vocab_size, max_seq_len=128)).eval()
+    stop = tok.special("endoftext")
+    short = tok.encode("try:\n    ")
+    long = tok.encode("if attn_output.size() != (bsz, self.num_heads, tgt_len):\n        x = 1\n    ")
+    assert len(long) > len(short) + 10
+    both, P, keep = U.greedy(twin, [short, long], 8, stop)
+    alone, P1, _ = U.greedy(twin, [short], 8, stop)
+    pad = P - len(short)
+    assert keep[0, :pad].tolist() == [False] * pad and bool(keep[0, pad:].all()) and bool(keep[1].all())
+
+    def until_stop(row):
+        return row[:row.index(stop)] if stop in row else row
+    assert until_stop(both[0, P:].tolist()) == until_stop(alone[0, P1:].tolist())
+    with torch.no_grad():
+        masked = twin(both, jepa=False, keep=keep).logits[0, pad:]
+        by_itself = twin(both[:1, pad:], jepa=False).logits[0]
+        seen = twin(both, jepa=False).logits[0, pad:]
+    assert torch.allclose(masked, by_itself, atol=1e-4)
+    assert not torch.allclose(seen, by_itself, atol=1e-2)  # unmasked, the padding is read
 
 
 def test_starts_are_bare_block_starts_from_the_files():
@@ -267,7 +297,7 @@ def test_ul_rules_choose_the_marks_and_a_misspelt_rule_is_refused(small_tokenize
                              "class C:\n    def m(self):\n        return 1\n")]
 
     def marks(rules):
-        ids, m, share = U.unlikelihood_batch(twin, tok, texts, random.Random(3), 4, 24, rules)
+        ids, m, share, _ = U.unlikelihood_batch(twin, tok, texts, random.Random(3), 4, 24, rules)
         return ids, m, share
 
     ids_all, m_all, share_all = marks(frozenset(U.RULES))
@@ -330,7 +360,7 @@ def test_ul_kinds_draws_the_steps_starts_from_those_blocks_only(small_tokenizer,
     torch.manual_seed(0)
     twin = CromwellTwin(preset("tiny").replace(vocab_size=tok.vocab_size, max_seq_len=96))
     for kinds, header in (({"def"}, "def f(a"), ({"try"}, "try")):
-        ids, marks, _ = U.unlikelihood_batch(twin, tok, texts, random.Random(3), 3, 24,
+        ids, marks, _, _ = U.unlikelihood_batch(twin, tok, texts, random.Random(3), 3, 24,
                                              frozenset(U.RULES), frozenset(kinds))
         assert ids is not None and ids.shape[0] == 3 and marks.any()  # the untrained twin loops
         rows = [tok.decode(r) for r in ids.tolist()]

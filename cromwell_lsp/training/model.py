@@ -85,13 +85,19 @@ class Attention(nn.Module):
         v = self.wv(src).unflatten(-1, (self.kv_heads, self.head_dim))
         return q, k, v
 
-    def forward(self, x, src=None, mask=None):
-        """Causal self-attention with RoPE when src is None, else cross-attention to src."""
+    def forward(self, x, src=None, mask=None, keep=None):
+        """Causal self-attention with RoPE when src is None, else cross-attention to src.
+        keep [B, T] (True = a real token): the others (left padding) are seen by no
+        token but themselves, so a padded row attends as it would alone (RoPE scores
+        depend on distances only)."""
         q, k, v = self.split(x, x if src is None else src)
         if src is None:
             q, k = rope(q, self.theta), rope(k, self.theta)
             T = x.shape[1]
             mask = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
+            if keep is not None:
+                eye = torch.eye(T, dtype=torch.bool, device=x.device)
+                mask = (mask & (keep[:, None, :] | eye))[:, None]  # (B, 1, T, T)
         return self.wo(attend(q, k, v, mask).flatten(-2))
 
 
@@ -102,8 +108,8 @@ class Block(nn.Module):
         self.attn = Attention(d, d, heads, kv_heads, d // heads, rope_theta)
         self.ffn_norm, self.ffn = RMSNorm(d, eps), MLP(d, ffn)
 
-    def forward(self, x):
-        x = x + self.attn(self.attn_norm(x))
+    def forward(self, x, keep=None):
+        x = x + self.attn(self.attn_norm(x), keep=keep)
         return x + self.ffn(self.ffn_norm(x))
 
 
@@ -226,10 +232,10 @@ class LanguageEncoder(nn.Module):
                                           cfg.rope_theta, cfg.norm_eps) for _ in range(cfg.n_layers))
         self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)
 
-    def forward(self, tokens):  # (B, T) -> (B, T, d)
+    def forward(self, tokens, keep=None):  # (B, T) -> (B, T, d)
         x = self.tok_embeddings(tokens)
         for layer in self.layers:
-            x = layer(x)
+            x = layer(x, keep)
         return self.norm(x)
 
 
@@ -305,10 +311,10 @@ class JEPAHead(nn.Module):
         self.norm = RMSNorm(J, cfg.norm_eps)
         self.pred = nn.ModuleList(Predictor(J, cfg.jepa_pred_dim, cfg.norm_eps) for _ in range(cfg.n_future))
 
-    def forward(self, z):  # (B, T, J) -> (n_future, B, T, J)
+    def forward(self, z, keep=None):  # (B, T, J) -> (n_future, B, T, J)
         c = z
         for layer in self.layers:
-            c = layer(c)
+            c = layer(c, keep)
         c = self.norm(c)
         return torch.stack([p(c) for p in self.pred])
 
@@ -321,10 +327,10 @@ class ARHead(nn.Module):
                                           cfg.rope_theta, cfg.norm_eps) for _ in range(cfg.ar_layers))
         self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)
 
-    def forward(self, z):  # (B, T, J) -> (B, T, d)
+    def forward(self, z, keep=None):  # (B, T, J) -> (B, T, d)
         x = self.in_proj(z)
         for layer in self.layers:
-            x = layer(x)
+            x = layer(x, keep)
         return self.norm(x)
 
 
@@ -347,17 +353,18 @@ class CromwellTwin(nn.Module):
             self.jepa, self.ar = JEPAHead(cfg), ARHead(cfg)
         self.output = _linear(cfg.d_model, cfg.vocab_size)
 
-    def forward(self, tokens, image=None, image_span=None, jepa=True) -> TwinOutput:
+    def forward(self, tokens, image=None, image_span=None, jepa=True, keep=None) -> TwinOutput:
         """tokens [B, T]; image [B, H, W, C] float (model/vision.preprocess scale) read by
-        the prompt span image_span = (p0, p1) (default: all T tokens)."""
-        h = self.lang(tokens)  # (B, T, d)
+        the prompt span image_span = (p0, p1) (default: all T tokens); keep [B, T] bool,
+        False on left padding no real token may see (Attention.forward)."""
+        h = self.lang(tokens, keep)  # (B, T, d)
         if self.cfg.arch == "llama":
             return TwinOutput(self.output(h))
         v = self.vision(image) if image is not None else None  # (B, N, dv)
         span = image_span or (0, tokens.shape[1])
         z = self.joint.text(self.fusion(h, v, span))  # (B, T, J)
-        logits = self.output(self.ar(z))
-        return TwinOutput(logits, self.jepa(z) if jepa else None, z, v)
+        logits = self.output(self.ar(z, keep))
+        return TwinOutput(logits, self.jepa(z, keep) if jepa else None, z, v)
 
     def embed_image(self, image):  # (B, H, W, C) -> (B, J), unit length
         return self.pool_image(self.vision(image))

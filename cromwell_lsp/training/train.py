@@ -577,13 +577,13 @@ class Trainer:
 
         c = self.c
         rng = random.Random(f"ul:{c.seed}:{self.rank}:{self.step}")
-        ids, marks, share = U.unlikelihood_batch(self.model, self.tok, self.texts, rng,
-                                                 c.ul_batch, c.ul_tokens, self.ul_rules,
-                                                 self.ul_kinds, c.ul_kinds_share)
+        ids, marks, share, keep = U.unlikelihood_batch(self.model, self.tok, self.texts, rng,
+                                                       c.ul_batch, c.ul_tokens, self.ul_rules,
+                                                       self.ul_kinds, c.ul_kinds_share)
         if ids is None:
             return torch.zeros((), device=self.device), {"ul": 0.0, "ul_marked": share}
-        ul = U.unlikelihood_loss(self.model(ids[:, :-1], jepa=False).logits, ids, marks,
-                                 c.ul_margin)
+        logits = self.model(ids[:, :-1], jepa=False, keep=keep[:, :-1]).logits
+        ul = U.unlikelihood_loss(logits, ids, marks, c.ul_margin)
         return ul, {"ul": ul.item(), "ul_marked": share}
 
     def _prefer(self):

@@ -249,36 +249,41 @@ def greedy(model, prompt_ids: list[list[int]], n_tokens: int, stop: int, constra
     recomputes, which at these lengths is a few forwards a second), on the model's device.
     `constraints`: per prompt, a healing.LeadConstraint (or None) that restricts its first
     tokens as the server's generation does.  Returns (ids [B, P + new] with `stop` after a
-    row's stop token, the padded prompt length P)."""
+    row's stop token, the padded prompt length P, keep [B, P + new]: False on the left
+    padding).  The padding is masked out of attention (CromwellTwin's keep), so each row
+    is completed as the server completes its prompt alone: seen by the twin, two dozen
+    end-of-text tokens before a short prompt (`try:`) turned H3's completion into
+    garbage, and the marks then fell on text the server never writes."""
     device = next(model.parameters()).device
     B, P = len(prompt_ids), max(len(p) for p in prompt_ids)
     ids = torch.full((B, P), stop, dtype=torch.long, device=device)
+    keep = torch.zeros((B, P), dtype=torch.bool, device=device)
     for i, p in enumerate(prompt_ids):
         ids[i, P - len(p):] = torch.as_tensor(p, device=device)
-    # the left padding is end-of-text tokens: to the twin, the end of a previous document,
-    # as in the packed training rows
+        keep[i, P - len(p):] = True
     done = torch.zeros(B, dtype=torch.bool, device=device)
     constraints = constraints or [None] * B
     was = model.training
     model.eval()
     for _ in range(n_tokens):
-        logits = model(ids, jepa=False).logits[:, -1].float()
+        logits = model(ids, jepa=False, keep=keep).logits[:, -1].float()
         for i, c in enumerate(constraints):
             if c is not None and c.active:
-                keep = torch.full_like(logits[i], float("-inf"))
-                keep[torch.as_tensor(c.allowed(), device=device)] = 0.0
-                logits[i] += keep
+                allowed = torch.full_like(logits[i], float("-inf"))
+                allowed[torch.as_tensor(c.allowed(), device=device)] = 0.0
+                logits[i] += allowed
         nxt = logits.argmax(-1)
         nxt = torch.where(done, torch.full_like(nxt, stop), nxt)
         for i, c in enumerate(constraints):
             if c is not None and c.active:
                 c.advance(int(nxt[i]))
         ids = torch.cat([ids, nxt[:, None]], 1)
+        keep = torch.cat([keep, torch.ones_like(keep[:, :1])], 1)
         done |= nxt == stop
         if bool(done.all()):
             break
     model.train(was)
-    return ids, P
+    return ids, P, keep
 
 
 RULES = ("repeat", "empty_body", "trivial", "misaligned", "header_colon", "unfinished")
@@ -307,15 +312,16 @@ def unlikelihood_batch(model, tok, texts, rng: random.Random, n: int, n_tokens: 
     repeat_spans, empty_body_end, trivial_body, misaligned_in, open_header_colons,
     unfinished_ends):
     (ids [B, T], marks [B, T] float, 1 where the token at t fails, so the loss applies to
-    the prediction at t - 1, the share of generated tokens marked), or (None, None, 0.0)
-    when no completion failed."""
+    the prediction at t - 1, the share of generated tokens marked, keep [B, T]: False on
+    the left padding, for the loss's forward as greedy had it), or (None, None, share,
+    None) when no completion failed."""
     starts = draw_kind_starts(texts, rng, n, kinds, kinds_share)
     if not starts:
-        return None, None, 0.0
+        return None, None, 0.0, None
     stop = tok.special("endoftext")
     healed = [heal_prompt(prompts.encode(prompts.fim_spm(s, ""), tok, None)[0], tok)
               for s in starts]
-    ids, P = greedy(model, [h[0] for h in healed], n_tokens, stop,
+    ids, P, keep = greedy(model, [h[0] for h in healed], n_tokens, stop,
                     [LeadConstraint(tok, lead) if lead else None for _, lead in healed])
     marks = torch.zeros(ids.shape, dtype=torch.float32)
     generated = 0
@@ -346,8 +352,8 @@ def unlikelihood_batch(model, tok, texts, rng: random.Random, n: int, n_tokens: 
                 marks[i, P + j] = 1.0
     share = float(marks.sum()) / max(generated, 1)
     if not marks.any():
-        return None, None, share
-    return ids, marks.to(ids.device), share
+        return None, None, share, None
+    return ids, marks.to(ids.device), share, keep
 
 
 def unlikelihood_loss(logits, ids, marks, margin: float = 1.0):
