@@ -268,6 +268,8 @@ def test_anchor_kl_holds_a_run_to_the_model_it_started_from(small_tokenizer, tmp
     for n, p in t.anchor.named_parameters():  # the anchor itself stays where the run began
         assert torch.equal(p, start[n]) and not p.requires_grad, n
     assert Trainer(_config(tmp_path / "plain", tok), log=_quiet).anchor is None
+    with pytest.raises(ValueError, match="--anchor-kl must be 0"):
+        Trainer(_config(tmp_path / "neg", tok, anchor_kl=-1.0), log=_quiet)
     # a resumed run is held to the model the run began from, not to the one it resumed
     _straight_and_resumed(tmp_path / "r", tok, anchor_kl=1.0, image_every=0)
 

@@ -345,6 +345,8 @@ class Trainer:
         self.ul_kinds = parse_kinds(c.ul_kinds or None, "--ul-kinds")  # and so does a kind
         if not 0.0 <= c.ul_kinds_share <= 1.0:
             raise ValueError(f"--ul-kinds-share must be between 0 and 1, not {c.ul_kinds_share}")
+        if c.anchor_kl < 0:
+            raise ValueError(f"--anchor-kl must be 0 (off) or a positive weight, not {c.anchor_kl}")
         if c.block_cap < 0:
             raise ValueError(f"--block-cap {c.block_cap}: expected 0 (off) or a count of blocks")
         self.out = Path(c.out)
@@ -406,6 +408,7 @@ class Trainer:
                 pairs += prefer.handler_pairs(texts, c.prefer_handlers,
                                               random.Random(f"handlers:{c.seed}"))
             self.pairs = prefer.Pairs(pairs, self.tok, c.seq_len)
+        self._saved_anchor = None  # the checkpoint's anchor, when _resume finds one
         self._resume()
         self.anchor = self._anchor() if c.anchor_kl else None
         if self.pairs is not None and self.pairs.ref is None:
@@ -425,9 +428,8 @@ class Trainer:
         import copy
 
         anchor = copy.deepcopy(self.model).eval()
-        saved = getattr(self, "_saved_anchor", None)
-        if saved is not None:
-            load_state(anchor, saved)
+        if self._saved_anchor is not None:
+            load_state(anchor, self._saved_anchor)
         for p in anchor.parameters():
             p.requires_grad_(False)
         return anchor
