@@ -85,20 +85,27 @@ class Attention(nn.Module):
         v = self.wv(src).unflatten(-1, (self.kv_heads, self.head_dim))
         return q, k, v
 
-    def forward(self, x, src=None, mask=None, keep=None):
-        """Causal self-attention with RoPE when src is None, else cross-attention to src.
-        keep [B, T] (True = a real token): the others (left padding) are seen by no
-        token but themselves, so a padded row attends as it would alone (RoPE scores
-        depend on distances only)."""
+    def forward(self, x, src=None, mask=None):
+        """Causal self-attention with RoPE when src is None (mask: causal_mask's, or the
+        plain causal one when not given), else cross-attention to src."""
         q, k, v = self.split(x, x if src is None else src)
         if src is None:
             q, k = rope(q, self.theta), rope(k, self.theta)
-            T = x.shape[1]
-            mask = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
-            if keep is not None:
-                eye = torch.eye(T, dtype=torch.bool, device=x.device)
-                mask = (mask & (keep[:, None, :] | eye))[:, None]  # (B, 1, T, T)
+            if mask is None:
+                mask = causal_mask(x.shape[1], None, x.device)
         return self.wo(attend(q, k, v, mask).flatten(-2))
+
+
+def causal_mask(T: int, keep=None, device=None):
+    """The self-attention mask [T, T] (True = seen), causal; with keep [B, T] (True = a
+    real token) [B, 1, T, T], where the others (left padding) are seen by no token but
+    themselves, so a padded row attends as it would alone (RoPE scores depend on
+    distances only).  Made once per forward and shared by every layer."""
+    mask = torch.ones(T, T, dtype=torch.bool, device=device).tril()
+    if keep is None:
+        return mask
+    eye = torch.eye(T, dtype=torch.bool, device=device)
+    return (mask & (keep[:, None, :] | eye))[:, None]
 
 
 class Block(nn.Module):
@@ -108,8 +115,8 @@ class Block(nn.Module):
         self.attn = Attention(d, d, heads, kv_heads, d // heads, rope_theta)
         self.ffn_norm, self.ffn = RMSNorm(d, eps), MLP(d, ffn)
 
-    def forward(self, x, keep=None):
-        x = x + self.attn(self.attn_norm(x), keep=keep)
+    def forward(self, x, mask=None):
+        x = x + self.attn(self.attn_norm(x), mask=mask)
         return x + self.ffn(self.ffn_norm(x))
 
 
@@ -232,10 +239,10 @@ class LanguageEncoder(nn.Module):
                                           cfg.rope_theta, cfg.norm_eps) for _ in range(cfg.n_layers))
         self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)
 
-    def forward(self, tokens, keep=None):  # (B, T) -> (B, T, d)
+    def forward(self, tokens, mask=None):  # (B, T) -> (B, T, d)
         x = self.tok_embeddings(tokens)
         for layer in self.layers:
-            x = layer(x, keep)
+            x = layer(x, mask)
         return self.norm(x)
 
 
@@ -311,10 +318,10 @@ class JEPAHead(nn.Module):
         self.norm = RMSNorm(J, cfg.norm_eps)
         self.pred = nn.ModuleList(Predictor(J, cfg.jepa_pred_dim, cfg.norm_eps) for _ in range(cfg.n_future))
 
-    def forward(self, z, keep=None):  # (B, T, J) -> (n_future, B, T, J)
+    def forward(self, z, mask=None):  # (B, T, J) -> (n_future, B, T, J)
         c = z
         for layer in self.layers:
-            c = layer(c, keep)
+            c = layer(c, mask)
         c = self.norm(c)
         return torch.stack([p(c) for p in self.pred])
 
@@ -327,10 +334,10 @@ class ARHead(nn.Module):
                                           cfg.rope_theta, cfg.norm_eps) for _ in range(cfg.ar_layers))
         self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)
 
-    def forward(self, z, keep=None):  # (B, T, J) -> (B, T, d)
+    def forward(self, z, mask=None):  # (B, T, J) -> (B, T, d)
         x = self.in_proj(z)
         for layer in self.layers:
-            x = layer(x, keep)
+            x = layer(x, mask)
         return self.norm(x)
 
 
@@ -356,15 +363,16 @@ class CromwellTwin(nn.Module):
     def forward(self, tokens, image=None, image_span=None, jepa=True, keep=None) -> TwinOutput:
         """tokens [B, T]; image [B, H, W, C] float (model/vision.preprocess scale) read by
         the prompt span image_span = (p0, p1) (default: all T tokens); keep [B, T] bool,
-        False on left padding no real token may see (Attention.forward)."""
-        h = self.lang(tokens, keep)  # (B, T, d)
+        False on left padding no real token may see (causal_mask)."""
+        mask = None if keep is None else causal_mask(tokens.shape[1], keep, tokens.device)
+        h = self.lang(tokens, mask)  # (B, T, d)
         if self.cfg.arch == "llama":
             return TwinOutput(self.output(h))
         v = self.vision(image) if image is not None else None  # (B, N, dv)
         span = image_span or (0, tokens.shape[1])
         z = self.joint.text(self.fusion(h, v, span))  # (B, T, J)
-        logits = self.output(self.ar(z, keep))
-        return TwinOutput(logits, self.jepa(z, keep) if jepa else None, z, v)
+        logits = self.output(self.ar(z, mask))
+        return TwinOutput(logits, self.jepa(z, mask) if jepa else None, z, v)
 
     def embed_image(self, image):  # (B, H, W, C) -> (B, J), unit length
         return self.pool_image(self.vision(image))

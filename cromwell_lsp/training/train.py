@@ -253,9 +253,8 @@ def anchor_kl(logits, ref_logits, mask):
     holds every token's whole distribution where the starting model had it, so a leg's
     narrow aim (a handler after a `try` body) moves the rest of the model less."""
     m = mask[:, 1:].float()
-    lp = F.log_softmax(logits.float(), -1)
-    rp = F.log_softmax(ref_logits.float(), -1)
-    kl = (rp.exp() * (rp - lp)).sum(-1)
+    kl = F.kl_div(F.log_softmax(logits.float(), -1), F.log_softmax(ref_logits.float(), -1),
+                  reduction="none", log_target=True).sum(-1)
     return (kl * m).sum() / m.sum().clamp_min(1.0)
 
 
