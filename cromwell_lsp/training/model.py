@@ -364,7 +364,7 @@ class CromwellTwin(nn.Module):
         """tokens [B, T]; image [B, H, W, C] float (model/vision.preprocess scale) read by
         the prompt span image_span = (p0, p1) (default: all T tokens); keep [B, T] bool,
         False on left padding no real token may see (causal_mask)."""
-        mask = None if keep is None else causal_mask(tokens.shape[1], keep, tokens.device)
+        mask = causal_mask(tokens.shape[1], keep, tokens.device)  # once, for every layer
         h = self.lang(tokens, mask)  # (B, T, d)
         if self.cfg.arch == "llama":
             return TwinOutput(self.output(h))
