@@ -86,13 +86,11 @@ class Attention(nn.Module):
         return q, k, v
 
     def forward(self, x, src=None, mask=None):
-        """Causal self-attention with RoPE when src is None (mask: causal_mask's, or the
-        plain causal one when not given), else cross-attention to src."""
+        """Self-attention with RoPE under `mask` (causal_mask's, which causal_stack makes)
+        when src is None, else cross-attention to src."""
         q, k, v = self.split(x, x if src is None else src)
         if src is None:
             q, k = rope(q, self.theta), rope(k, self.theta)
-            if mask is None:
-                mask = causal_mask(x.shape[1], None, x.device)
         return self.wo(attend(q, k, v, mask).flatten(-2))
 
 
@@ -106,6 +104,16 @@ def causal_mask(T: int, keep=None, device=None):
         return mask
     eye = torch.eye(T, dtype=torch.bool, device=device)
     return (mask & (keep[:, None, :] | eye))[:, None]
+
+
+def causal_stack(layers, x, mask=None):
+    """x [B, T, d] through causal Blocks, all under one mask: the caller's (causal_mask's),
+    else the plain causal one, made here once rather than in every layer."""
+    if mask is None:
+        mask = causal_mask(x.shape[1], None, x.device)
+    for layer in layers:
+        x = layer(x, mask)
+    return x
 
 
 class Block(nn.Module):
@@ -240,10 +248,7 @@ class LanguageEncoder(nn.Module):
         self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)
 
     def forward(self, tokens, mask=None):  # (B, T) -> (B, T, d)
-        x = self.tok_embeddings(tokens)
-        for layer in self.layers:
-            x = layer(x, mask)
-        return self.norm(x)
+        return self.norm(causal_stack(self.layers, self.tok_embeddings(tokens), mask))
 
 
 class FusionBlock(nn.Module):
@@ -319,10 +324,7 @@ class JEPAHead(nn.Module):
         self.pred = nn.ModuleList(Predictor(J, cfg.jepa_pred_dim, cfg.norm_eps) for _ in range(cfg.n_future))
 
     def forward(self, z, mask=None):  # (B, T, J) -> (n_future, B, T, J)
-        c = z
-        for layer in self.layers:
-            c = layer(c, mask)
-        c = self.norm(c)
+        c = self.norm(causal_stack(self.layers, z, mask))
         return torch.stack([p(c) for p in self.pred])
 
 
@@ -335,10 +337,7 @@ class ARHead(nn.Module):
         self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)
 
     def forward(self, z, mask=None):  # (B, T, J) -> (B, T, d)
-        x = self.in_proj(z)
-        for layer in self.layers:
-            x = layer(x, mask)
-        return self.norm(x)
+        return self.norm(causal_stack(self.layers, self.in_proj(z), mask))
 
 
 # ---- the model ------------------------------------------------------------------------
