@@ -135,7 +135,8 @@ def _cmd_train(args) -> int:
 
         quants = ("int8",) if args.int8_only else ("f32", "int8")
         report = export(Path(args.out) / "ckpt.pt" if not args.ckpt else args.ckpt,
-                        args.to, args.tokenizer, log=log, quants=quants)
+                        args.to, args.tokenizer, log=log, quants=quants,
+                        gptq_corpus=args.corpus if args.gptq else None, gptq_rows=args.gptq)
         print(json.dumps(report))
         return 0
     if args.what == "eval":
@@ -458,6 +459,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "metric: the one to set (default OUT/ckpt-aligned.pt)")
     p.add_argument("--to", default="cromwell_lsp/weights", help="export: destination folder")
     p.add_argument("--int8-only", action="store_true", help="export: only the int8 model")
+    p.add_argument("--gptq", type=int, default=0, metavar="ROWS",
+                   help="export: GPTQ-round the int8 weights on ROWS rows of --corpus's "
+                        "training mixture instead of rounding to nearest (0: nearest)")
     p.add_argument("--ship", action="store_true",
                    help="all: also put the int8 model in the package (--to)")
     p.add_argument("--weights", default=None, help="eval: the engine's weights (default "

@@ -327,11 +327,16 @@ def metadata_for(cfg: ModelConfig, quant: str, tokenizer_sha256: str = "") -> di
             "tokenizer_sha256": tokenizer_sha256, "quant": quant}
 
 
+def check_tensors(path, cfg: ModelConfig, tensors: dict[str, np.ndarray]) -> None:
+    """ValueError unless `tensors` are the float32 names and shapes `cfg` has."""
+    _check_against(path, tensors, expected_tensors(cfg, "f32"))
+
+
 def save_model(path, cfg: ModelConfig, tensors: dict[str, np.ndarray], quant: str = "f32",
                tokenizer_sha256: str = "", extra: dict[str, str] | None = None) -> None:
     """Check `tensors` (float32 names) against cfg, quantize when asked, and write.
     `extra`: more metadata (e.g. "screenshot_side", the training image side)."""
-    _check_against(path, tensors, expected_tensors(cfg, "f32"))
+    check_tensors(path, cfg, tensors)
     if quant == "int8":
         tensors = quantize_tensors(cfg, tensors)
     save(path, tensors, {**(extra or {}), **metadata_for(cfg, quant, tokenizer_sha256)})

@@ -39,11 +39,14 @@ def load_checkpoint(path) -> tuple[CromwellTwin, dict]:
     return model.eval(), s
 
 
-def export(ckpt, out, tokenizer, log=print, quants=("f32", "int8")) -> dict:
+def export(ckpt, out, tokenizer, log=print, quants=("f32", "int8"), gptq_corpus=None,
+           gptq_rows: int = 64) -> dict:
     """Write the variants in `quants` (f32 -> model.safetensors, int8 ->
     model-int8.safetensors) and tokenizer.json to `out`.  The exported context length is
     the rows the model was trained on: positions past them were never seen, so the server
-    keeps its prompts within them."""
+    keeps its prompts within them.  `gptq_corpus`: the int8 weights are GPTQ-rounded
+    (gptq.py) on `gptq_rows` rows of that corpus's training mixture instead of rounded to
+    nearest."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     twin, state = load_checkpoint(ckpt)
@@ -58,12 +61,17 @@ def export(ckpt, out, tokenizer, log=print, quants=("f32", "int8")) -> dict:
     if Path(tokenizer).resolve() != (out / "tokenizer.json").resolve():
         shutil.copy(tokenizer, out / "tokenizer.json")
     report = {"step": state["step"], "tokens_seen": state["tokens_seen"],
-              "params": twin.cfg.n_params()}
+              "params": twin.cfg.n_params(), "int8_rounding": "gptq" if gptq_corpus else "nearest"}
+    calibration = None
+    if gptq_corpus and "int8" in quants:
+        from .gptq import calibration_rows
+        calibration = calibration_rows(Path(gptq_corpus), tok, twin.cfg.max_seq_len, gptq_rows)
     for quant, name in (("f32", "model.safetensors"), ("int8", "model-int8.safetensors")):
         if quant not in quants:
             continue
         path = out / name
-        export_safetensors(twin, path, quant, tok.sha256, extra)
+        export_safetensors(twin, path, quant, tok.sha256, extra,
+                           calibration if quant == "int8" else None)
         err = same_logits(twin, path, tok, quant)
         report[f"{quant}_rel_err"] = err
         report[f"{quant}_mb"] = round(path.stat().st_size / 2**20, 2)
