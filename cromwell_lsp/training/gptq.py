@@ -1,8 +1,8 @@
-"""GPTQ rounding for the int8 export (`train export --quantizer gptq`).
+"""GPTQ rounding for the int8 export (`train export --gptq ROWS`).
 
 The int8 file holds each linear weight [N, K] as blocks of 32 along K, each with one
 float16 scale (weights.py; the engine multiplies q * d).  Rounding every weight to its
-nearest level (kernels.quantize_q8, "rtn") treats the weights one by one.  A leg
+nearest level (kernels.quantize_q8) treats the weights one by one.  A leg
 warm-started from an int8 file moves most weights by less than half a level, so rounding
 to the nearest level puts them back where they started and the leg's change is lost on
 export (docs/MODEL.md, "Unfinished code and int8-aware steps").
@@ -16,8 +16,9 @@ from the block's weights as the errors of the blocks before have left them, and 
 never past +-127, so the file's format and the engine are unchanged.
 
 Weights already on int8 levels (an imported int8 file's, every block exactly q * d) come
-back as those levels, so importing and exporting again changes nothing.  Linear layers the calibration text does not reach (the vision encoder's:
-calibration is text only) are rounded to nearest, as before.
+back as those levels, so importing and exporting again changes nothing.  Linear layers
+the calibration text does not reach (the vision encoder's and the JEPA head's:
+calibration is the text forward alone) are rounded to nearest, as before.
 """
 from __future__ import annotations
 
@@ -29,15 +30,6 @@ import torch
 from ..kernels import QK
 
 DAMP = 0.01  # added to H's diagonal, as a share of its mean: keeps the inverse well made
-
-
-def q8_rtn(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Nearest-level rounding with the same float16 scale gptq_q8 uses: (q, d)."""
-    b = w.double().reshape(w.shape[0], -1, QK)
-    d = (b.abs().amax(2) / 127).half().double()
-    inv = torch.where(d > 0, 1 / d, torch.zeros_like(d))
-    q = torch.clamp(torch.round(b * inv[..., None]), -127, 127)
-    return q.reshape(w.shape).to(torch.int8), d.half()
 
 
 def on_levels(w) -> tuple[np.ndarray, np.ndarray] | None:
