@@ -896,7 +896,14 @@ def unigram_bpb(corpus: Path, tok: Tokenizer, texts, logp: np.ndarray | None = N
 def main(c: TrainConfig) -> dict:
     trainer = Trainer(c, log=lambda m: print(m, file=sys.stderr, flush=True))
     try:
-        return trainer.run()
+        report = trainer.run()
+        if trainer.world > 1:
+            # a finished run: every rank gets here before any tears its group down (a rank
+            # that did so while another was still in its last collective aborted once,
+            # "terminate called without an active exception"); a failed rank does not
+            # wait, so the others are stopped by torchrun instead of hanging
+            torch.distributed.barrier()
+        return report
     finally:
         if trainer.world > 1:
             torch.distributed.destroy_process_group()
