@@ -327,28 +327,29 @@ def metadata_for(cfg: ModelConfig, quant: str, tokenizer_sha256: str = "") -> di
             "tokenizer_sha256": tokenizer_sha256, "quant": quant}
 
 
-def check_tensors(path, cfg: ModelConfig, tensors: dict[str, np.ndarray]) -> None:
-    """ValueError unless `tensors` are the float32 names and shapes `cfg` has."""
-    _check_against(path, tensors, expected_tensors(cfg, "f32"))
-
-
 def save_model(path, cfg: ModelConfig, tensors: dict[str, np.ndarray], quant: str = "f32",
-               tokenizer_sha256: str = "", extra: dict[str, str] | None = None) -> None:
+               tokenizer_sha256: str = "", extra: dict[str, str] | None = None,
+               rounding=None) -> None:
     """Check `tensors` (float32 names) against cfg, quantize when asked, and write.
-    `extra`: more metadata (e.g. "screenshot_side", the training image side)."""
-    check_tensors(path, cfg, tensors)
+    `extra`: more metadata (e.g. "screenshot_side", the training image side); `rounding`:
+    as quantize_tensors."""
+    _check_against(path, tensors, expected_tensors(cfg, "f32"))
     if quant == "int8":
-        tensors = quantize_tensors(cfg, tensors)
+        tensors = quantize_tensors(cfg, tensors, rounding)
     save(path, tensors, {**(extra or {}), **metadata_for(cfg, quant, tokenizer_sha256)})
 
 
-def quantize_tensors(cfg: ModelConfig, tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """float32 tensors -> the int8 file's tensors (linear weights as q/d pairs)."""
+def quantize_tensors(cfg: ModelConfig, tensors: dict[str, np.ndarray],
+                     rounding=None) -> dict[str, np.ndarray]:
+    """float32 tensors -> the int8 file's tensors (linear weights as q/d pairs), each
+    linear weight rounded to its nearest levels unless `rounding(name, array)` gives its
+    (q, d) (training/gptq.py's rounding; None there: to nearest)."""
     out = {}
     for name, (shape, linear) in fp32_tensors(cfg).items():
         a = np.ascontiguousarray(tensors[name], dtype=np.float32)
         if is_quantizable(shape, linear):
-            out[name + ".q"], out[name + ".d"] = kernels.quantize_q8(a)
+            qd = rounding(name, a) if rounding is not None else None
+            out[name + ".q"], out[name + ".d"] = qd if qd is not None else kernels.quantize_q8(a)
         else:
             out[name] = a
     return out

@@ -62,16 +62,16 @@ def export(ckpt, out, tokenizer, log=print, quants=("f32", "int8"), gptq_corpus=
         shutil.copy(tokenizer, out / "tokenizer.json")
     report = {"step": state["step"], "tokens_seen": state["tokens_seen"],
               "params": twin.cfg.n_params(), "int8_rounding": "gptq" if gptq_corpus else "nearest"}
-    calibration = None
+    rounding = None
     if gptq_corpus and "int8" in quants:
-        from .gptq import calibration_rows
-        calibration = calibration_rows(Path(gptq_corpus), tok, twin.cfg.max_seq_len, gptq_rows)
+        from .gptq import calibration_rows, gptq_rounding
+        rows = calibration_rows(Path(gptq_corpus), tok, twin.cfg.max_seq_len, gptq_rows)
+        rounding = gptq_rounding(twin, rows, log)
     for quant, name in (("f32", "model.safetensors"), ("int8", "model-int8.safetensors")):
         if quant not in quants:
             continue
         path = out / name
-        export_safetensors(twin, path, quant, tok.sha256, extra,
-                           calibration if quant == "int8" else None)
+        export_safetensors(twin, path, quant, tok.sha256, extra, rounding)
         err = same_logits(twin, path, tok, quant)
         report[f"{quant}_rel_err"] = err
         report[f"{quant}_mb"] = round(path.stat().st_size / 2**20, 2)

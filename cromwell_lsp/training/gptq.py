@@ -61,14 +61,14 @@ def gptq_q8(w, h, damp: float = DAMP) -> tuple[np.ndarray, np.ndarray]:
     """w [N, K] float, h [K, K] the inputs' second moment -> (q int8 [N, K], d float16
     [N, K / 32]) in the int8 file's layout.  Weights already on int8 levels (on_levels)
     come back as those levels."""
-    if (levels := on_levels(w)) is not None:
-        return levels
     W = torch.as_tensor(np.asarray(w), dtype=torch.float64).clone()
     H = torch.as_tensor(np.asarray(h), dtype=torch.float64).clone()
     n, k = W.shape
     if k % QK or H.shape != (k, k):
         raise ValueError(f"gptq_q8: weight {tuple(W.shape)} and H {tuple(H.shape)} do not fit "
                          f"blocks of {QK}")
+    if (levels := on_levels(w)) is not None:
+        return levels
     dead = torch.diag(H) == 0
     H[dead, dead] = 1.0  # an input never seen: its column is rounded to nearest
     H += damp * torch.mean(torch.diag(H)) * torch.eye(k, dtype=torch.float64)
@@ -138,25 +138,15 @@ def input_moments(twin, names: list[str], rows: np.ndarray, batch: int = 4) -> d
     return hs
 
 
-def quantize_gptq(twin, arrays: dict[str, np.ndarray], rows: np.ndarray, log=print) -> dict:
-    """The twin's float32 arrays -> the int8 file's tensors (as weights.quantize_tensors),
-    GPTQ-rounded where calibration reached the layer, nearest-rounded elsewhere."""
-    from .. import kernels
+def gptq_rounding(twin, rows: np.ndarray, log=print):
+    """The rounding weights.quantize_tensors takes: GPTQ on the inputs each linear layer
+    gets from the twin's text forward over `rows`; None (to nearest) for a layer the
+    text does not reach."""
     from ..model import weights as W
 
     quantizable = [n for n, (shape, linear) in W.fp32_tensors(twin.cfg).items()
                    if W.is_quantizable(shape, linear)]
     hs = input_moments(twin, quantizable, rows)
-    out, changed = {}, 0
-    for name, (shape, linear) in W.fp32_tensors(twin.cfg).items():
-        a = np.ascontiguousarray(arrays[name], dtype=np.float32)
-        if name in hs:
-            out[name + ".q"], out[name + ".d"] = gptq_q8(a, hs[name].numpy())
-            changed += int((out[name + ".q"] != kernels.quantize_q8_ref(a)[0]).sum())
-        elif name in quantizable:
-            out[name + ".q"], out[name + ".d"] = kernels.quantize_q8(a)
-        else:
-            out[name] = a
     log(f"gptq: {len(hs)} of {len(quantizable)} linear weights calibrated on "
-        f"{rows.size:,} tokens; {changed:,} int8 values differ from nearest rounding")
-    return out
+        f"{rows.size:,} tokens, the rest rounded to nearest")
+    return lambda name, a: gptq_q8(a, hs[name].numpy()) if name in hs else None

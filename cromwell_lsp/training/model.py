@@ -475,15 +475,7 @@ def state_arrays(model: CromwellTwin) -> dict[str, np.ndarray]:
 
 
 def export_safetensors(model: CromwellTwin, path, quant: str = "f32", tokenizer_sha256: str = "",
-                       extra: dict[str, str] | None = None, calibration=None):
-    """Write the twin's weights for the engine (names checked against the config).
-    `calibration`: token rows [B, T]; the int8 variant is then GPTQ-rounded on them
-    (gptq.py) instead of rounded to nearest."""
-    arrays = state_arrays(model)
-    if quant == "int8" and calibration is not None:
-        from .gptq import quantize_gptq
-        W.check_tensors(path, model.cfg, arrays)
-        W.save(path, quantize_gptq(model, arrays, calibration),
-               {**(extra or {}), **W.metadata_for(model.cfg, quant, tokenizer_sha256)})
-        return
-    W.save_model(path, model.cfg, arrays, quant, tokenizer_sha256, extra)
+                       extra: dict[str, str] | None = None, rounding=None):
+    """Write the twin's weights for the engine (names checked against the config);
+    `rounding`: the int8 variant's, as weights.quantize_tensors (gptq.gptq_rounding)."""
+    W.save_model(path, model.cfg, state_arrays(model), quant, tokenizer_sha256, extra, rounding)
