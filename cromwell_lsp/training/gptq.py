@@ -17,8 +17,9 @@ never past +-127, so the file's format and the engine are unchanged.
 
 Weights already on int8 levels (an imported int8 file's, every block exactly q * d) come
 back as those levels, so importing and exporting again changes nothing.  Linear layers
-the calibration text does not reach (the vision encoder's and the JEPA head's:
-calibration is the text forward alone) are rounded to nearest, as before.
+the calibration text does not reach (the vision encoder's, the JEPA head's and the
+fusion's image side: calibration is the text forward alone) are rounded to nearest, as
+before.
 """
 from __future__ import annotations
 
