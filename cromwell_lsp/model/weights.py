@@ -145,6 +145,11 @@ def is_quantizable(shape, linear: bool) -> bool:
     return linear and len(shape) == 2 and shape[1] % kernels.QK == 0
 
 
+def quantized_names(cfg: ModelConfig) -> list[str]:
+    """The float32 names the int8 file holds as q/d pairs, in the file's order."""
+    return [n for n, (shape, linear) in fp32_tensors(cfg).items() if is_quantizable(shape, linear)]
+
+
 def expected_tensors(cfg: ModelConfig, quant: str = "f32") -> dict[str, tuple[tuple, np.dtype]]:
     """name -> (shape, dtype) that a weights file for `cfg` in `quant` holds, no more, no less."""
     if quant not in QUANTS:

@@ -40,6 +40,16 @@ def on_levels(w) -> tuple[np.ndarray, np.ndarray] | None:
     back as its own q and d, and a GPTQ-rounded one (whose largest |q| in a block may be
     under 127) as the same dequantized values."""
     b = np.asarray(w, dtype=np.float32).reshape(-1, QK).astype(np.float64)
+    # a float model's first blocks are off the levels: say so after 8 blocks, not after
+    # trying all 127 grids on every block of the weight
+    if _levels(b[:8]) is None or (found := _levels(b)) is None:
+        return None
+    q, d = found
+    return q.reshape(np.shape(w)), d.reshape(np.shape(w)[0], -1)
+
+
+def _levels(b: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """on_levels for blocks b [n, 32] float64: (q [n, 32], d [n]) or None."""
     amax = np.abs(b).max(1)
     q = np.zeros(b.shape, dtype=np.int8)
     d = np.zeros(len(b), dtype=np.float16)
@@ -53,9 +63,7 @@ def on_levels(w) -> tuple[np.ndarray, np.ndarray] | None:
         ok = (dm > 0) & (np.abs(qm).max(1) <= 127) & np.all(qm * dm[:, None] == b[rows], axis=1)
         q[rows[ok]], d[rows[ok]] = qm[ok], dm[ok]
         todo[rows[ok]] = False
-    if todo.any():
-        return None
-    return q.reshape(np.shape(w)), d.reshape(np.shape(w)[0], -1)
+    return None if todo.any() else (q, d)
 
 
 def gptq_q8(w, h, damp: float = DAMP) -> tuple[np.ndarray, np.ndarray]:
@@ -145,8 +153,7 @@ def gptq_rounding(twin, rows: np.ndarray, log=print):
     text does not reach."""
     from ..model import weights as W
 
-    quantizable = [n for n, (shape, linear) in W.fp32_tensors(twin.cfg).items()
-                   if W.is_quantizable(shape, linear)]
+    quantizable = W.quantized_names(twin.cfg)
     hs = input_moments(twin, quantizable, rows)
     log(f"gptq: {len(hs)} of {len(quantizable)} linear weights calibrated on "
         f"{rows.size:,} tokens, the rest rounded to nearest")

@@ -323,8 +323,7 @@ def int8_parameters(model: CromwellTwin, cfg) -> list:
     bare `try:` body's end of text -0.23 in G2's float export, -0.11 in its int8 one)."""
     from ..model import weights as W
 
-    names = [n for n, (shape, linear) in W.fp32_tensors(cfg).items()
-             if W.is_quantizable(shape, linear)]
+    names = W.quantized_names(cfg)
     params = dict(model.named_parameters())
     missing = [n for n in names if n not in params]
     if missing or not names:
