@@ -139,6 +139,19 @@ def _cmd_train(args) -> int:
                         gptq_corpus=args.corpus if args.gptq else None, gptq_rows=args.gptq)
         print(json.dumps(report))
         return 0
+    if args.what == "edit":
+        from .training.edit import edit
+
+        if not args.ckpt:
+            raise ValueError("train edit needs --ckpt (the checkpoint to edit); it writes "
+                             "OUT/ckpt.pt")
+        if Path(args.ckpt).resolve() == (Path(args.out) / "ckpt.pt").resolve():
+            raise ValueError("train edit writes a new checkpoint: --out must not hold --ckpt")
+        report = edit(Path(args.ckpt), Path(args.out), Path(args.corpus), Path(args.tokenizer),
+                      layer=args.edit_layer, contexts=args.edit_contexts,
+                      strength=args.edit_strength, seed=args.seed or 0, log=log)
+        print(json.dumps(report))
+        return 0
     if args.what == "eval":
         from .training import evaluate
 
@@ -438,12 +451,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="build the corpus, the tokenizer, train and export")
     p.add_argument("what", choices=["corpus", "tokenizer", "run", "align", "metric", "export",
-                                    "eval", "all", "import", "own", "starts", "humaneval"],
+                                    "eval", "all", "import", "own", "starts", "humaneval",
+                                    "edit"],
                    help="which step (all: every step in order, skipping finished ones; "
                         "import: an exported model -> OUT/ckpt.pt to train on from; "
                         "metric: set an aligned checkpoint's retrieval metric; "
                         "own: the model's working completions of training starts, to train on; "
                         "starts: greedy completions of all held-out block starts, counted; "
+                        "edit: a checkpoint whose model writes a `try` body's handler, by a "
+                        "closed-form edit of one layer (training/edit.py); "
                         "humaneval: greedy pass@1 on HumanEval's 164 problems, run in "
                         "throwaway processes)")
     p.add_argument("--out", default=None,
@@ -456,6 +472,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default="tiny", choices=["tiny", "small", "base"],
                    help="run: model config")
     p.add_argument("--ckpt", default=None, help="export: checkpoint (default OUT/ckpt.pt); "
+                   "edit: the checkpoint to edit; "
                    "metric: the one to set (default OUT/ckpt-aligned.pt)")
     p.add_argument("--to", default="cromwell_lsp/weights", help="export: destination folder")
     p.add_argument("--int8-only", action="store_true", help="export: only the int8 model")
@@ -476,6 +493,14 @@ def build_parser() -> argparse.ArgumentParser:
                                 "exported model (default for tiny: 55; 0: steps only)")
             continue
         p.add_argument(f"--{knob.replace('_', '-')}", type=kind, default=None, help=f"run: {knob}")
+    p.add_argument("--edit-layer", default="ar.layers.1.ffn.w2",
+                   help="edit: the linear layer to edit")
+    p.add_argument("--edit-contexts", type=int, default=200,
+                   help="edit: `try` bodies from the training split (and as many block ends "
+                        "kept as they are)")
+    p.add_argument("--edit-strength", type=float, default=1e4,
+                   help="edit: how strongly ordinary inputs hold the layer's outputs "
+                        "(larger: a smaller edit)")
     p.add_argument("--read-steps", type=int, default=None,
                    help="align: first steps that train reading alone, on strips of text")
     p.add_argument("--starts", type=int, default=None,
