@@ -59,7 +59,7 @@ def test_an_edit_raises_the_handler_changes_one_layer_and_exports(small_tokenize
     new = torch.load(tmp_path / "edited" / "ckpt.pt", weights_only=False)
     changed = [k for k in old["model"] if not torch.equal(old["model"][k], new["model"][k])]
     assert changed == [E.LAYER + ".weight"]
-    assert new["edited"]["layer"] == E.LAYER and new["step"] == old["step"]
+    assert [e["layer"] for e in new["edits"]] == [E.LAYER] and new["step"] == old["step"]
 
     # an edited checkpoint exports as any other (the engine's logits checked against it;
     # the int8 file of an edit this large on a 20-step model is past the int8 bound)

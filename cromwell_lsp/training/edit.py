@@ -228,7 +228,7 @@ def edit(ckpt: Path, out: Path, corpus: Path, tokenizer: Path, layer: str = LAYE
               "strength": strength, "seed": seed, "change_rel_norm": round(rel, 4),
               "kl_per_token": float(f"{kl:.3g}"), "before": before, "after": after}
     state["model"] = twin.state_dict()
-    state["edited"] = report
+    state["edits"] = state.get("edits", []) + [report]  # an edited checkpoint may be edited again
     Path(out).mkdir(parents=True, exist_ok=True)
     torch.save(state, Path(out) / "ckpt.pt")
     log(f"edit: wrote {Path(out) / 'ckpt.pt'}")
