@@ -147,9 +147,11 @@ def _cmd_train(args) -> int:
                              "OUT/ckpt.pt")
         if Path(args.ckpt).resolve() == (Path(args.out) / "ckpt.pt").resolve():
             raise ValueError("train edit writes a new checkpoint: --out must not hold --ckpt")
+        given = {"layer": args.edit_layer, "contexts": args.edit_contexts,
+                 "strength": args.edit_strength}  # the rest: edit()'s defaults
         report = edit(Path(args.ckpt), Path(args.out), Path(args.corpus), Path(args.tokenizer),
-                      layer=args.edit_layer, contexts=args.edit_contexts,
-                      strength=args.edit_strength, seed=args.seed or 0, log=log)
+                      seed=args.seed or 0, log=log,
+                      **{k: v for k, v in given.items() if v is not None})
         print(json.dumps(report))
         return 0
     if args.what == "eval":
@@ -493,14 +495,15 @@ def build_parser() -> argparse.ArgumentParser:
                                 "exported model (default for tiny: 55; 0: steps only)")
             continue
         p.add_argument(f"--{knob.replace('_', '-')}", type=kind, default=None, help=f"run: {knob}")
-    p.add_argument("--edit-layer", default="ar.layers.1.ffn.w2",
-                   help="edit: the linear layer to edit")
-    p.add_argument("--edit-contexts", type=int, default=200,
-                   help="edit: `try` bodies from the training split (and as many block ends "
-                        "kept as they are)")
-    p.add_argument("--edit-strength", type=float, default=1e4,
-                   help="edit: how strongly ordinary inputs hold the layer's outputs "
-                        "(larger: a smaller edit)")
+    p.add_argument("--edit-layer", default=None,
+                   help="edit: the linear layer to edit (default: the AR head's last MLP "
+                        "output, ar.layers.1.ffn.w2)")
+    p.add_argument("--edit-contexts", type=int, default=None,
+                   help="edit: `try` bodies from the training split, and as many block ends "
+                        "kept as they are (default 200)")
+    p.add_argument("--edit-strength", type=float, default=None,
+                   help="edit: how strongly ordinary inputs hold the layer's outputs; "
+                        "larger: a smaller edit (default 1e4)")
     p.add_argument("--read-steps", type=int, default=None,
                    help="align: first steps that train reading alone, on strips of text")
     p.add_argument("--starts", type=int, default=None,

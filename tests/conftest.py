@@ -53,6 +53,20 @@ def small_tokenizer(tmp_path_factory):
     return Tokenizer(root / "tokenizer.json"), report
 
 
+@pytest.fixture(scope="session")
+def twenty_step_run(small_tokenizer, tmp_path_factory):
+    """The run folder of a 20-step `tiny` training on the small tokenizer's corpus (text
+    steps only), shared by the tests that export or edit a trained checkpoint and only
+    read it."""
+    from cromwell_lsp.training.train import Trainer
+    from tests.test_training import _config, _quiet
+
+    tok, _ = small_tokenizer
+    run = tmp_path_factory.mktemp("twenty") / "run"
+    Trainer(_config(run, tok, steps=20, image_every=0, ckpt_every=20), log=_quiet).run()
+    return run
+
+
 @pytest.fixture(scope="module")
 def one_kernel_thread():
     """Model tests of a module run the kernels on one thread (the machine's other core

@@ -38,16 +38,14 @@ def test_the_change_maps_keys_to_targets_and_holds_ordinary_inputs():
     assert (strong @ K - R).norm() > (weak @ K - R).norm()
 
 
-def test_an_edit_raises_the_handler_changes_one_layer_and_exports(small_tokenizer, tmp_path):
+def test_an_edit_raises_the_handler_changes_one_layer_and_exports(small_tokenizer,
+                                                                 twenty_step_run, tmp_path):
     from cromwell_lsp.training.export import export
-    from cromwell_lsp.training.train import Trainer
-    from tests.test_training import _config, _quiet
+    from tests.test_training import _quiet
 
     tok, _ = small_tokenizer
     corpus = tok.path.parent / "corpus"
-    Trainer(_config(tmp_path / "run", tok, steps=20, image_every=0, ckpt_every=20),
-            log=_quiet).run()
-    report = E.edit(tmp_path / "run" / "ckpt.pt", tmp_path / "edited", corpus, tok.path,
+    report = E.edit(twenty_step_run / "ckpt.pt", tmp_path / "edited", corpus, tok.path,
                     contexts=24, rows=8, log=_quiet)
     assert report["handler_contexts"] > 5 and report["kept_contexts"] > 5
     # held-out `try` bodies (validation files, never edited on) now lead to their handler
@@ -55,7 +53,7 @@ def test_an_edit_raises_the_handler_changes_one_layer_and_exports(small_tokenize
     assert after["p"] > before["p"] + 0.05, report
     assert report["kl_per_token"] > 0
 
-    old = torch.load(tmp_path / "run" / "ckpt.pt", weights_only=False)
+    old = torch.load(twenty_step_run / "ckpt.pt", weights_only=False)
     new = torch.load(tmp_path / "edited" / "ckpt.pt", weights_only=False)
     changed = [k for k in old["model"] if not torch.equal(old["model"][k], new["model"][k])]
     assert changed == [E.LAYER + ".weight"]
@@ -68,16 +66,13 @@ def test_an_edit_raises_the_handler_changes_one_layer_and_exports(small_tokenize
     assert got["f32_rel_err"] < 1e-4
 
 
-def test_bad_requests_are_clear_errors(small_tokenizer, tmp_path, capsys):
+def test_bad_requests_are_clear_errors(small_tokenizer, twenty_step_run, tmp_path, capsys):
     from cromwell_lsp.cli import main
-    from cromwell_lsp.training.train import Trainer
-    from tests.test_training import _config, _quiet
+    from tests.test_training import _quiet
 
     tok, _ = small_tokenizer
     corpus = tok.path.parent / "corpus"
-    Trainer(_config(tmp_path / "run", tok, steps=2, image_every=0, ckpt_every=2),
-            log=_quiet).run()
-    ckpt = tmp_path / "run" / "ckpt.pt"
+    ckpt = twenty_step_run / "ckpt.pt"
     with pytest.raises(ValueError, match="not a linear layer"):
         E.edit(ckpt, tmp_path / "e", corpus, tok.path, layer="ar.layers.1.ffn", log=_quiet)
     with pytest.raises(ValueError, match="--edit-contexts 1 or more"):
@@ -89,7 +84,7 @@ def test_bad_requests_are_clear_errors(small_tokenizer, tmp_path, capsys):
     (no_try / "train.jsonl").write_text(json.dumps({"path": "a.py", "text": "x = 1\n"}) + "\n")
     with pytest.raises(ValueError, match="no `try` statement"):
         E.edit(ckpt, tmp_path / "e", no_try, tok.path, log=_quiet)
-    assert main(["train", "edit", "--ckpt", str(ckpt), "--out", str(tmp_path / "run"),
+    assert main(["train", "edit", "--ckpt", str(ckpt), "--out", str(twenty_step_run),
                  "--tokenizer", str(tok.path), "--corpus", str(corpus)]) == 2
     assert "must not hold --ckpt" in capsys.readouterr().err
     assert main(["train", "edit", "--out", str(tmp_path / "e"), "--tokenizer", str(tok.path),

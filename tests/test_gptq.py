@@ -76,26 +76,25 @@ def test_calibration_without_a_corpus_is_a_clear_error(small_tokenizer, tmp_path
         calibration_rows(tok.path.parent / "corpus", tok, 64, 0)
 
 
-def test_a_gptq_export_loads_in_the_engine_closer_to_its_twin(small_tokenizer, tmp_path):
+def test_a_gptq_export_loads_in_the_engine_closer_to_its_twin(small_tokenizer, twenty_step_run,
+                                                            tmp_path):
     from cromwell_lsp.model import CromwellVLJEPA
     from cromwell_lsp.model import weights as W
     from cromwell_lsp.training.export import export, import_weights, load_checkpoint
-    from cromwell_lsp.training.train import Trainer
-    from tests.test_training import _config, _quiet
+    from tests.test_training import _quiet
 
     tok, _ = small_tokenizer
     corpus = tok.path.parent / "corpus"
-    Trainer(_config(tmp_path / "run", tok, steps=20, image_every=0, ckpt_every=20),
-            log=_quiet).run()
-    near = export(tmp_path / "run" / "ckpt.pt", tmp_path / "near", tok.path, log=_quiet,
+    ckpt = twenty_step_run / "ckpt.pt"
+    near = export(ckpt, tmp_path / "near", tok.path, log=_quiet,
                   quants=("int8",))
-    gptq = export(tmp_path / "run" / "ckpt.pt", tmp_path / "gptq", tok.path, log=_quiet,
+    gptq = export(ckpt, tmp_path / "gptq", tok.path, log=_quiet,
                   quants=("int8",), gptq_corpus=corpus, gptq_rows=16)
     assert near["int8_rounding"] == "nearest" and gptq["int8_rounding"] == "gptq"
     assert gptq["int8_rel_err"] < 0.1
 
     # on held-out text the engine's logits from the GPTQ file are closer to the twin's
-    twin, _ = load_checkpoint(tmp_path / "run" / "ckpt.pt")
+    twin, _ = load_checkpoint(ckpt)
     text = (corpus / "val.jsonl").read_text()[:20_000]
     ids = tok.encode(text)[:60]
     with torch.no_grad():

@@ -173,3 +173,14 @@ def test_block_example_is_the_server_prompt_without_suffix():
     # a docstring that is the whole body stays (the body must not become empty)
     only = 'def f():\n    """Only a docstring here."""\n'
     assert T._drop_docstring(only) == only
+
+
+def test_a_try_statements_body_ends_where_its_first_clause_begins():
+    block = "try:\n    x = f(\n        1)\n    y = 2\nexcept ValueError:\n    y = 0\n"
+    end = T.try_body_end(block)
+    assert block[:end] == "try:\n    x = f(\n        1)\n    y = 2\n"
+    assert block[end:].startswith("except")
+    commented = "try:\n    y = 2\n# why\nfinally:\n    pass\n"
+    assert commented[T.try_body_end(commented):].startswith("# why")
+    assert T.try_body_end("for x in y:\n    pass\n") is None
+    assert T.try_body_end("try:\n    x = (\n") is None

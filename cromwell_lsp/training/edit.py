@@ -24,9 +24,7 @@ weights on their int8 levels as they were and rounds the edited matrix).  The me
 the rank-n model edit of the MEMIT line of work, here on one small matrix."""
 from __future__ import annotations
 
-import ast
 import random
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -56,23 +54,19 @@ def _prompted(code: str, upto: int, tok) -> tuple[list[int], list[int], list[int
 
 
 def handler_contexts(records: list[dict], tok, n: int, seed: int) -> list[tuple[list[int], int]]:
-    """Up to `n` (ids, target): the first `try` statement (2 to 30 lines, dedented) of each
-    file, in an order drawn with `seed`, whose first handler starts on the line after its
-    body: the ids up to that line, and that line's first token as the target."""
+    """Up to `n` (ids, target): the first `try` statement (tasks.block_snippets) of each
+    file, in an order drawn with `seed`, whose first clause starts on the line after its
+    body: the ids up to that line, and that line's first token (`except`, `finally`) as
+    the target."""
     order = list(records)
     random.Random(seed).shuffle(order)
     out = []
     for rec in order:
-        for node, start, lines in tasks._statements(rec["text"], (ast.Try,)):
-            if not 2 <= node.end_lineno - start <= 30:
+        for code in tasks.block_snippets(rec["text"]):
+            after = tasks.try_body_end(code) if code.startswith("try") else None
+            if after is None or not code.startswith(("except", "finally"), after):
                 continue
-            code = textwrap.dedent("".join(lines[start:node.end_lineno]))
-            code_lines = code.splitlines(keepends=True)
-            after = node.body[-1].end_lineno - start  # the line after the body
-            if not code_lines[0].lstrip().startswith("try") or after >= len(code_lines) \
-                    or not code_lines[after].startswith(("except", "finally")):
-                continue
-            got = _prompted(code, len("".join(code_lines[:after])), tok)
+            got = _prompted(code, after, tok)
             if got is None:
                 continue
             head, body, rest = got

@@ -20,7 +20,6 @@ starts from, and kept in the checkpoint, so a resumed run ranks against the same
 """
 from __future__ import annotations
 
-import ast
 import hashlib
 import json
 import random
@@ -110,10 +109,7 @@ def _handler_pair(block: str) -> tuple[str, str, str] | None:
     start, real = block[:end], block[end:]
     if len(real) > REAL_CHARS or not useful(judged(start, real)):
         return None
-    node = ast.parse(block).body[0]  # parses: header_end found its body
-    # the body through its last statement's last line (block lines are 1-based)
-    body_end = sum(map(len, block.splitlines(keepends=True)[:node.body[-1].end_lineno]))
-    body = block[end:body_end].rstrip() + "\n"
+    body = block[end:tasks.try_body_end(block)].rstrip() + "\n"
     return None if trivial(body) else (start, real, body)
 
 

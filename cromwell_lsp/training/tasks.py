@@ -219,6 +219,19 @@ def block_snippets(text: str, max_lines: int = 30) -> list[str]:
     return out
 
 
+def try_body_end(block: str) -> int | None:
+    """Where the body of a `try` statement (a block_snippets block) ends: the offset just
+    past its last statement's last line, where its first clause begins unless blank or
+    comment lines come between; None when the block is no `try` statement."""
+    try:
+        node = ast.parse(block).body[0]
+    except (SyntaxError, ValueError, RecursionError, IndexError):
+        return None
+    if not isinstance(node, ast.Try):
+        return None
+    return sum(map(len, block.splitlines(keepends=True)[:node.body[-1].end_lineno]))
+
+
 def block_opening(code: str) -> str:
     """A block's opening: its first two lines (the header and the first body line, or a
     decorator and its def), the part a bare start's greedy answer is made of.  Blocks that
