@@ -148,7 +148,9 @@ def _cmd_train(args) -> int:
         if Path(args.ckpt).resolve() == (Path(args.out) / "ckpt.pt").resolve():
             raise ValueError("train edit writes a new checkpoint: --out must not hold --ckpt")
         given = {"layer": args.edit_layer, "contexts": args.edit_contexts,
-                 "strength": args.edit_strength}  # the rest: edit()'s defaults
+                 "strength": args.edit_strength, "task": args.edit_task,
+                 "weights": args.weights and Path(args.weights),
+                 "starts": args.starts}  # the rest: edit()'s defaults
         report = edit(Path(args.ckpt), Path(args.out), Path(args.corpus), Path(args.tokenizer),
                       seed=args.seed or 0, log=log,
                       **{k: v for k, v in given.items() if v is not None})
@@ -460,8 +462,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "metric: set an aligned checkpoint's retrieval metric; "
                         "own: the model's working completions of training starts, to train on; "
                         "starts: greedy completions of all held-out block starts, counted; "
-                        "edit: a checkpoint whose model writes a `try` body's handler, by a "
-                        "closed-form edit of one layer (training/edit.py); "
+                        "edit: a checkpoint whose model writes a `try` body's handler, or "
+                        "closes a header's brackets, by a closed-form edit of one layer "
+                        "(training/edit.py); "
                         "humaneval: greedy pass@1 on HumanEval's 164 problems, run in "
                         "throwaway processes)")
     p.add_argument("--out", default=None,
@@ -485,6 +488,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="all: also put the int8 model in the package (--to)")
     p.add_argument("--weights", default=None, help="eval: the engine's weights (default "
                    "OUT/export/model-int8.safetensors); import: the model to import; "
+                   "edit --edit-task brackets: the int8 export of --ckpt, whose completions "
+                   "of training starts are read; "
                    "humaneval: the model to judge (default: the packaged one)")
     p.add_argument("--compile", action="store_true", default=None, help="run: torch.compile")
     for knob, kind in _TRAIN_KNOBS.items():
@@ -498,18 +503,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--edit-layer", default=None,
                    help="edit: the linear layer to edit (default: the AR head's last MLP "
                         "output, ar.layers.1.ffn.w2)")
+    p.add_argument("--edit-task", default=None, choices=["handler", "brackets"],
+                   help="edit: what to change: the end of a `try` body leads to its handler "
+                        "(default), or a header's open bracket is closed before its colon, "
+                        "learnt from the model's own completions (needs --weights)")
     p.add_argument("--edit-contexts", type=int, default=None,
-                   help="edit: `try` bodies from the training split, and as many block ends "
-                        "kept as they are (default 200)")
+                   help="edit: contexts to edit at most (`try` bodies from the training "
+                        "split, or the model's bracket slips), and as many block ends kept "
+                        "as they are (default 200)")
     p.add_argument("--edit-strength", type=float, default=None,
                    help="edit: how strongly ordinary inputs hold the layer's outputs; "
-                        "larger: a smaller edit (default 1e4)")
+                        "larger: a smaller edit (default 1e4 for handler, 1e5 for brackets)")
     p.add_argument("--read-steps", type=int, default=None,
                    help="align: first steps that train reading alone, on strips of text")
     p.add_argument("--starts", type=int, default=None,
                    help="own: bare starts to complete (default 2000); starts: held-out "
                         "starts to complete at most (default 10000, all of them here); "
-                        "humaneval: the first N problems only")
+                        "humaneval: the first N problems only; edit --edit-task brackets: "
+                        "training starts to complete (default 15000)")
     p.add_argument("--against", default=None,
                    help="starts: another model's completions file, for paired counts")
     p.add_argument("--guard", action="store_true",

@@ -47,7 +47,8 @@ def test_an_edit_raises_the_handler_changes_one_layer_and_exports(small_tokenize
     corpus = tok.path.parent / "corpus"
     report = E.edit(twenty_step_run / "ckpt.pt", tmp_path / "edited", corpus, tok.path,
                     contexts=24, rows=8, log=_quiet)
-    assert report["handler_contexts"] > 5 and report["kept_contexts"] > 5
+    assert report["edit_contexts"] > 5 and report["kept_contexts"] > 5
+    assert report["task"] == "handler" and report["strength"] == 1e4
     # held-out `try` bodies (validation files, never edited on) now lead to their handler
     before, after = report["before"]["handler"], report["after"]["handler"]
     assert after["p"] > before["p"] + 0.05, report
@@ -91,3 +92,111 @@ def test_bad_requests_are_clear_errors(small_tokenizer, twenty_step_run, tmp_pat
                  "--corpus", str(corpus)]) == 2
     assert "needs --ckpt" in capsys.readouterr().err
     assert not (tmp_path / "e").exists()
+
+
+# ---- the bracket task: a header's open bracket closed before its colon -----------------
+def test_a_header_left_with_a_bracket_open_is_found():
+    slip = E.header_bracket_slip
+    assert slip("if f(x:\n    pass\n") == (6, ")")
+    assert slip("for k in sorted(d.items(:  # keys\n") == (24, ")")
+    assert slip("x = f(lambda y: y)\nif g([a:\n") == (26, "]")
+    assert slip("def f(\n    a,\n    b:\n") == (19, ")")
+    # brackets and colons inside strings and comments are text, not code
+    assert slip('if f("(" # (\n, x:  # c\n') == (16, ")")
+    assert slip('if f(x) == "(:":\n    y = 1  # if (:\n') is None
+    assert slip('x = """(:\n"""\nif a:\n') is None
+    assert slip("if s == 'a\\'(':\n") is None
+    # a colon ending a line of a dict or a slice is no header; closed brackets are fine
+    assert slip('d = {"a":\n    1}\n') is None
+    assert slip("if f(x):\n    return y[1:]\n") is None
+
+
+def _bracket_rows():
+    """Judged completions as the engine would give them: failing ones whose header leaves
+    a bracket open, and working ones."""
+    from cromwell_lsp.training.evaluate import judged
+
+    rows = []
+    names = ["value", "item", "key", "node", "path", "count", "name", "size", "data",
+             "line", "word", "text", "row", "col", "part", "token", "entry", "field"]
+    for i, a in enumerate(names):
+        b = names[(i + 5) % len(names)]
+        for start, text in ((f"def f({a}):\n    ", f"if isinstance({a}, (int, {b}):\n        return {a}\n"),
+                            (f"def g({a}, {b}):\n    ", f"for x in sorted({a}.items(:\n        print(x, {b})\n"),
+                            (f"def h({a}):\n    ", f"if len({a}) > 1:\n        return {a}[0]\n    return None\n"),
+                            (f"def k({a}, {b}):\n    ", f"while {a} and ({b} or {a}):\n        {a} = {a}[1:]\n    return {b}\n")):
+            rows.append({"start": start, **judged(start, text)})
+    return rows
+
+
+def test_bracket_contexts_are_the_models_own_text_up_to_the_colon(small_tokenizer):
+    tok, _ = small_tokenizer
+    rows = _bracket_rows()
+    slips = E.bracket_contexts(rows)
+    assert len(slips) == 36 and all(not r["parses"] for r in rows if r["start"].startswith(("def f", "def g")))
+    start, text, at, closer = slips[0]
+    assert text[at] == ":" and closer == ")" and text[:at].endswith("(int, count)")
+    got = E.own_bracket_contexts(rows, tok, 100, seed=0)
+    assert len(got["check"]["slip"]) == 18 and len(got["edit"]) == 18
+    assert len(got["keep"]) == 18 and got["check"]["kept"] == []
+    head = len(E.prompts.encode(E.prompts.fim_spm(start, ""), tok)[0])
+    for ids, target in got["edit"] + got["check"]["slip"]:
+        assert tok.decode([target]).startswith(")")
+    # each slip context is its start's prompt and the completion up to the colon
+    ids, target = E._context(start, text, at, closer + text[at:], tok)
+    assert tok.decode(ids[head:]) + tok.decode([target]) in text[:at] + closer + text[at:]
+    assert tok.decode(ids[head:]).startswith(text[:at - 4])
+    for ids, target in got["keep"]:  # kept points: the text the working completion wrote
+        assert tok.decode([target])[0] in ")]}:"
+
+
+def test_a_bracket_edit_raises_the_closer_on_held_back_slips(small_tokenizer,
+                                                           twenty_step_run, tmp_path):
+    from tests.test_training import _quiet
+
+    tok, _ = small_tokenizer
+    corpus = tok.path.parent / "corpus"
+    report = E.edit(twenty_step_run / "ckpt.pt", tmp_path / "edited", corpus, tok.path,
+                    task="brackets", own=_bracket_rows(), strength=1e3, rows=8, log=_quiet)
+    assert report["task"] == "brackets" and report["strength"] == 1e3
+    assert report["edit_contexts"] == 18 and report["kept_contexts"] > 18
+    before, after = report["before"]["slip"], report["after"]["slip"]
+    assert after["p"] > before["p"] + 0.05, report
+    old = torch.load(twenty_step_run / "ckpt.pt", weights_only=False)
+    new = torch.load(tmp_path / "edited" / "ckpt.pt", weights_only=False)
+    assert [k for k in old["model"] if not torch.equal(old["model"][k], new["model"][k])] \
+        == [E.LAYER + ".weight"]
+    assert [e["task"] for e in new["edits"]] == ["brackets"]
+
+
+def test_the_bracket_task_completes_training_starts_and_says_when_nothing_slips(
+        small_tokenizer, twenty_step_run, tmp_path, capsys):
+    from cromwell_lsp.cli import main
+    from cromwell_lsp.training.evaluate import _val_starts
+    from cromwell_lsp.training.export import export
+    from tests.test_training import _quiet
+
+    tok, _ = small_tokenizer
+    corpus = tok.path.parent / "corpus"
+    ckpt = twenty_step_run / "ckpt.pt"
+    with pytest.raises(ValueError, match="no task 'loops'"):
+        E.edit(ckpt, tmp_path / "e", corpus, tok.path, task="loops", log=_quiet)
+    with pytest.raises(ValueError, match="give --weights"):
+        E.edit(ckpt, tmp_path / "e", corpus, tok.path, task="brackets", log=_quiet)
+    assert main(["train", "edit", "--edit-task", "brackets", "--ckpt", str(ckpt), "--out",
+                 str(tmp_path / "e"), "--tokenizer", str(tok.path), "--corpus", str(corpus)]) == 2
+    assert "give --weights, the int8 export of --ckpt" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="nothing to edit"):
+        E.edit(ckpt, tmp_path / "e", corpus, tok.path, task="brackets",
+               own=[r for r in _bracket_rows() if r["parses"]], log=_quiet)
+
+    # the engine's own completions of training starts, none of them a held-out start
+    export(ckpt, tmp_path / "export", tok.path, log=_quiet, quants=("int8",))
+    weights = tmp_path / "export" / "model-int8.safetensors"
+    records = [json.loads(l) for l in (corpus / "train.jsonl").read_text().splitlines()]
+    val = [json.loads(l) for l in (corpus / "val.jsonl").read_text().splitlines()]
+    held = {s for rec in val for s in _val_starts(rec)}
+    rows = E.own_completions(weights, tok, {"train": records, "val": val}, 4, 0, _quiet)
+    assert len(rows) == 4 and {"start", "completion", "parses"} <= set(rows[0])
+    assert not {r["start"] for r in rows} & held
+    assert {r["start"] for r in rows} <= {s for rec in records for s in _val_starts(rec)}
