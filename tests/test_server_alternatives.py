@@ -55,10 +55,10 @@ async def test_a_block_that_would_break_the_code_is_replaced_by_one_that_parses(
 
 # a held-out function's header (validation corpus) after which the packaged model's greedy
 # body, cut to its longest start that parses, keeps nothing: the "Complete function body"
-# action had no edit to offer before it tried other first tokens (the model with its `try`
-# edit; step 34,875's was `def test_spacing(self):` and step 34,400's `def main():`, whose
-# greedy bodies now parse)
-EMPTY = "def test_unchanged_func(self):\n    pass\n"
+# action had no edit to offer before it tried other first tokens (the model with its
+# bracket edit; the `try` edit's was `def test_unchanged_func(self):`, step 34,875's
+# `def test_spacing(self):` and step 34,400's `def main():`, whose greedy bodies now parse)
+EMPTY = "def test_invalid_bounds(self):\n    pass\n"
 
 
 async def _body_edit(client: LanguageClient, uri: str) -> str | None:
@@ -82,5 +82,5 @@ async def test_a_function_body_with_no_start_that_parses_is_generated_again(
     client.workspace_did_change_configuration(T.DidChangeConfigurationParams(
         settings={"cromwell": {"maxTokens": 64, "alternatives": 2}}))
     new = await _body_edit(client, uri)
-    assert new is not None and new.startswith("def test_unchanged_func(self):\n    ") and "pass" not in new
+    assert new is not None and new.startswith("def test_invalid_bounds(self):\n    ") and "pass" not in new
     ast.parse(new)
