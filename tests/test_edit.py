@@ -67,13 +67,18 @@ def test_an_edit_raises_the_handler_changes_one_layer_and_exports(small_tokenize
     assert got["f32_rel_err"] < 1e-4
 
 
-def test_bad_requests_are_clear_errors(small_tokenizer, twenty_step_run, tmp_path, capsys):
+@pytest.fixture
+def edit_inputs(small_tokenizer, twenty_step_run):
+    """(tokenizer, corpus folder, 20-step checkpoint) an edit reads."""
+    tok, _ = small_tokenizer
+    return tok, tok.path.parent / "corpus", twenty_step_run / "ckpt.pt"
+
+
+def test_bad_requests_are_clear_errors(edit_inputs, twenty_step_run, tmp_path, capsys):
     from cromwell_lsp.cli import main
     from tests.test_training import _quiet
 
-    tok, _ = small_tokenizer
-    corpus = tok.path.parent / "corpus"
-    ckpt = twenty_step_run / "ckpt.pt"
+    tok, corpus, ckpt = edit_inputs
     with pytest.raises(ValueError, match="not a linear layer"):
         E.edit(ckpt, tmp_path / "e", corpus, tok.path, layer="ar.layers.1.ffn", log=_quiet)
     with pytest.raises(ValueError, match="--edit-contexts 1 or more"):
@@ -170,15 +175,13 @@ def test_a_bracket_edit_raises_the_closer_on_held_back_slips(small_tokenizer,
 
 
 def test_the_bracket_task_completes_training_starts_and_says_when_nothing_slips(
-        small_tokenizer, twenty_step_run, tmp_path, capsys):
+        edit_inputs, tmp_path, capsys):
     from cromwell_lsp.cli import main
     from cromwell_lsp.training.evaluate import _val_starts
     from cromwell_lsp.training.export import export
     from tests.test_training import _quiet
 
-    tok, _ = small_tokenizer
-    corpus = tok.path.parent / "corpus"
-    ckpt = twenty_step_run / "ckpt.pt"
+    tok, corpus, ckpt = edit_inputs
     with pytest.raises(ValueError, match="no task 'loops'"):
         E.edit(ckpt, tmp_path / "e", corpus, tok.path, task="loops", log=_quiet)
     with pytest.raises(ValueError, match="give --weights"):
