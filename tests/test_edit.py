@@ -38,15 +38,27 @@ def test_the_change_maps_keys_to_targets_and_holds_ordinary_inputs():
     assert (strong @ K - R).norm() > (weak @ K - R).norm()
 
 
-def test_an_edit_raises_the_handler_changes_one_layer_and_exports(small_tokenizer,
-                                                                 twenty_step_run, tmp_path):
+@pytest.fixture
+def edit_inputs(small_tokenizer, twenty_step_run):
+    """(tokenizer, corpus folder, 20-step checkpoint) an edit reads."""
+    tok, _ = small_tokenizer
+    return tok, tok.path.parent / "corpus", twenty_step_run / "ckpt.pt"
+
+
+def _edited(ckpt, out) -> tuple[list[str], dict, dict]:
+    """(the names of the weights an edit changed, the checkpoint before, after)."""
+    old = torch.load(ckpt, weights_only=False)
+    new = torch.load(out / "ckpt.pt", weights_only=False)
+    return [k for k in old["model"] if not torch.equal(old["model"][k], new["model"][k])], old, new
+
+
+def test_an_edit_raises_the_handler_changes_one_layer_and_exports(edit_inputs, tmp_path):
     from cromwell_lsp.training.export import export
     from tests.test_training import _quiet
 
-    tok, _ = small_tokenizer
-    corpus = tok.path.parent / "corpus"
-    report = E.edit(twenty_step_run / "ckpt.pt", tmp_path / "edited", corpus, tok.path,
-                    contexts=24, rows=8, log=_quiet)
+    tok, corpus, ckpt = edit_inputs
+    report = E.edit(ckpt, tmp_path / "edited", corpus, tok.path, contexts=24, rows=8,
+                    log=_quiet)
     assert report["edit_contexts"] > 5 and report["kept_contexts"] > 5
     assert report["task"] == "handler" and report["strength"] == 1e4
     # held-out `try` bodies (validation files, never edited on) now lead to their handler
@@ -54,9 +66,7 @@ def test_an_edit_raises_the_handler_changes_one_layer_and_exports(small_tokenize
     assert after["p"] > before["p"] + 0.05, report
     assert report["kl_per_token"] > 0
 
-    old = torch.load(twenty_step_run / "ckpt.pt", weights_only=False)
-    new = torch.load(tmp_path / "edited" / "ckpt.pt", weights_only=False)
-    changed = [k for k in old["model"] if not torch.equal(old["model"][k], new["model"][k])]
+    changed, old, new = _edited(ckpt, tmp_path / "edited")
     assert changed == [E.LAYER + ".weight"]
     assert [e["layer"] for e in new["edits"]] == [E.LAYER] and new["step"] == old["step"]
 
@@ -67,14 +77,7 @@ def test_an_edit_raises_the_handler_changes_one_layer_and_exports(small_tokenize
     assert got["f32_rel_err"] < 1e-4
 
 
-@pytest.fixture
-def edit_inputs(small_tokenizer, twenty_step_run):
-    """(tokenizer, corpus folder, 20-step checkpoint) an edit reads."""
-    tok, _ = small_tokenizer
-    return tok, tok.path.parent / "corpus", twenty_step_run / "ckpt.pt"
-
-
-def test_bad_requests_are_clear_errors(edit_inputs, twenty_step_run, tmp_path, capsys):
+def test_bad_requests_are_clear_errors(edit_inputs, tmp_path, capsys):
     from cromwell_lsp.cli import main
     from tests.test_training import _quiet
 
@@ -90,7 +93,7 @@ def test_bad_requests_are_clear_errors(edit_inputs, twenty_step_run, tmp_path, c
     (no_try / "train.jsonl").write_text(json.dumps({"path": "a.py", "text": "x = 1\n"}) + "\n")
     with pytest.raises(ValueError, match="no `try` statement"):
         E.edit(ckpt, tmp_path / "e", no_try, tok.path, log=_quiet)
-    assert main(["train", "edit", "--ckpt", str(ckpt), "--out", str(twenty_step_run),
+    assert main(["train", "edit", "--ckpt", str(ckpt), "--out", str(ckpt.parent),
                  "--tokenizer", str(tok.path), "--corpus", str(corpus)]) == 2
     assert "must not hold --ckpt" in capsys.readouterr().err
     assert main(["train", "edit", "--out", str(tmp_path / "e"), "--tokenizer", str(tok.path),
@@ -155,22 +158,18 @@ def test_bracket_contexts_are_the_models_own_text_up_to_the_colon(small_tokenize
         assert tok.decode([target])[0] in ")]}:"
 
 
-def test_a_bracket_edit_raises_the_closer_on_held_back_slips(small_tokenizer,
-                                                           twenty_step_run, tmp_path):
+def test_a_bracket_edit_raises_the_closer_on_held_back_slips(edit_inputs, tmp_path):
     from tests.test_training import _quiet
 
-    tok, _ = small_tokenizer
-    corpus = tok.path.parent / "corpus"
-    report = E.edit(twenty_step_run / "ckpt.pt", tmp_path / "edited", corpus, tok.path,
-                    task="brackets", own=_bracket_rows(), strength=1e3, rows=8, log=_quiet)
+    tok, corpus, ckpt = edit_inputs
+    report = E.edit(ckpt, tmp_path / "edited", corpus, tok.path, task="brackets",
+                    own=_bracket_rows(), strength=1e3, rows=8, log=_quiet)
     assert report["task"] == "brackets" and report["strength"] == 1e3
     assert report["edit_contexts"] == 18 and report["kept_contexts"] > 18
     before, after = report["before"]["slip"], report["after"]["slip"]
     assert after["p"] > before["p"] + 0.05, report
-    old = torch.load(twenty_step_run / "ckpt.pt", weights_only=False)
-    new = torch.load(tmp_path / "edited" / "ckpt.pt", weights_only=False)
-    assert [k for k in old["model"] if not torch.equal(old["model"][k], new["model"][k])] \
-        == [E.LAYER + ".weight"]
+    changed, _, new = _edited(ckpt, tmp_path / "edited")
+    assert changed == [E.LAYER + ".weight"]
     assert [e["task"] for e in new["edits"]] == ["brackets"]
 
 
